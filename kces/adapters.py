@@ -1,0 +1,87 @@
+"""Faces for scipy/DeepRobust adjacency matrices and networkx graphs."""
+from __future__ import annotations
+
+from typing import Any, Hashable, Iterable, Mapping
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .data import edge_difference
+from .sanitize import sanitize
+
+
+def _default_device(device: Any) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dense_features(features: Any) -> torch.Tensor | None:
+    if features is None:
+        return None
+    if sp.issparse(features):
+        features = features.toarray()
+    if isinstance(features, torch.Tensor):
+        features = features.to_dense() if features.is_sparse else features
+        return features.detach().to(torch.float32)
+    return torch.as_tensor(np.asarray(features, dtype=np.float32))
+
+
+def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *, device: Any = None,
+                 **options: Any) -> Any:
+    """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
+    pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
+    numpy). ``features`` (n, d) scipy/numpy/torch or None (identity); ``labels`` (n,);
+    ``idx_train`` training node indices. ``options`` as :func:`kces.sanitize`. Dense Gram
+    work runs on CUDA when available unless ``device`` says otherwise.
+    """
+    if isinstance(adj, torch.Tensor):
+        raise TypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
+                        "adj before utils.to_tensor), not a torch tensor")
+    sparse_in = sp.issparse(adj)
+    if not sparse_in and not isinstance(adj, np.ndarray):
+        raise TypeError(f"adj must be a scipy sparse matrix or numpy array, got {type(adj).__name__}")
+    if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
+        raise ValueError(f"adj must be square, got shape {adj.shape}")
+    coo = sp.coo_matrix(adj)
+    keep_nonzero = coo.data != 0
+    row, col, data = coo.row[keep_nonzero], coo.col[keep_nonzero], coo.data[keep_nonzero]
+    edge_index = torch.from_numpy(np.vstack([row, col]).astype(np.int64))
+    weight = torch.from_numpy(data.astype(np.float32))
+    unweighted = bool(np.all(data == 1))
+    result = sanitize(edge_index, _dense_features(features), torch.as_tensor(np.asarray(labels), dtype=torch.long),
+                      torch.as_tensor(np.asarray(idx_train), dtype=torch.long), num_nodes=adj.shape[0],
+                      edge_weight=None if unweighted else weight, device=_default_device(device), **options)
+    mask = result.edge_mask.cpu().numpy()
+    out = sp.csr_matrix((data[mask], (row[mask], col[mask])), shape=adj.shape, dtype=adj.dtype)
+    return out if sparse_in else out.toarray()
+
+
+def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, train_nodes: Iterable[Hashable], *,
+                      features: Any = None, device: Any = None, **options: Any) -> nx.Graph:
+    """KCES on an undirected networkx graph; returns a copy without the pruned edges (all node,
+    edge and graph attributes kept). ``labels``: node → label mapping or the name of a node
+    attribute (only training nodes need one); ``features``: (n, d) rows in ``graph.nodes``
+    order, or None for identity features; edge attribute ``weight`` is honoured.
+    """
+    if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
+        raise TypeError("sanitize_networkx needs an undirected simple nx.Graph "
+                        "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
+    nodes = list(graph.nodes)
+    position = {node: i for i, node in enumerate(nodes)}
+    train = sorted({position[v] for v in train_nodes if v in position})
+    if isinstance(labels, str):
+        labels = nx.get_node_attributes(graph, labels)
+    y = np.full(len(nodes), -1, dtype=np.int64)
+    for node, label in labels.items():
+        if node in position:
+            y[position[node]] = int(label)
+    adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr")
+    sanitized = sanitize_adj(sp.csr_matrix(adj), features, y, np.asarray(train, dtype=np.int64),
+                             device=device, **options)
+    # remove only the edges KCES pruned: a zero-weight edge is no edge of ``adj``, never scored
+    out = graph.copy()
+    out.remove_edges_from([(nodes[i], nodes[j]) for i, j in edge_difference(adj, sanitized)])
+    return out

@@ -1,0 +1,158 @@
+"""Graph kernel complexity (GKC) and per-edge kernel-complexity (KC) scores.
+
+With ``Z = Â^K X`` (rows unit-norm), a node set ``S`` with label matrix ``Y`` (|S|, C) and a
+kernel ``k``, ``H = k(Z_S) + λI`` and ``GKC = trace(Yᵀ H⁻¹ Y)``: the squared RKHS norm of
+the labels, the quantity in the NTK generalisation bound ``sqrt(2 yᵀH⁻¹y / n)``.
+``KC(e) = GKC(G) − GKC(G − e)``: positive when removing ``e`` makes the labels easier to fit.
+
+Engines for the KC scores, all on the device of ``x``:
+- ``exact``: remove each edge and recompute (the reference; O(m) propagations);
+- ``first_order``: ``∂GKC/∂w_e`` at ``w = 1`` for all edges from one backward pass
+  (removing ``e`` moves ``w_e`` from 1 to 0, so ``KC(e) ≈ ∂GKC/∂w_e``);
+- ``woodbury``: exact like ``exact``, but each removal only recomputes the rows of ``Z_S``
+  within K hops of the edge and updates ``H⁻¹`` by a low-rank (Woodbury) correction.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import k_hop_subgraph
+
+from .graph import UndirectedEdges, gcn_propagate
+from .kernels import KERNELS
+
+Engine = Literal["exact", "first_order", "woodbury"]
+ENGINES = ("exact", "first_order", "woodbury")
+
+
+def label_matrix(y: Tensor, num_classes: int, centre: bool = True, dtype: torch.dtype | None = None) -> Tensor:
+    """(|S|, C) one-hot labels of ``y`` (|S|,), minus their column means if ``centre``.
+
+    ``y`` may also be given as (|S|, C) soft labels (rows of class probabilities).
+    One-hot labels are built in ``dtype`` (default: torch's default dtype).
+    """
+    labels = y if y.dim() == 2 else torch.nn.functional.one_hot(y, num_classes).to(dtype or torch.get_default_dtype())
+    return labels - labels.mean(0, keepdim=True) if centre else labels
+
+
+def gram(z_s: Tensor, kernel: str, lam: float) -> Tensor:
+    """``H = k(Z_S) + λI``, (|S|, |S|)."""
+    return KERNELS[kernel](z_s) + lam * torch.eye(z_s.shape[0], dtype=z_s.dtype, device=z_s.device)
+
+
+def complexity_of_gram(h: Tensor, labels: Tensor) -> Tensor:
+    """``trace(Yᵀ H⁻¹ Y)`` through a Cholesky solve; ``h`` symmetric positive definite."""
+    chol = torch.linalg.cholesky(h)
+    return (labels * torch.cholesky_solve(labels, chol)).sum()
+
+
+def graph_kernel_complexity(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, *,
+                            k: int = 1, kernel: str = "linear", lam: float = 1e-2,
+                            weight: Tensor | None = None) -> Tensor:
+    """GKC of the graph ``edges`` (optionally re-weighted by ``weight`` (m,)) on node set ``nodes``.
+
+    x: (n, d) features; nodes: (|S|,) int64; labels: (|S|, C) from :func:`label_matrix`.
+    Returns a 0-d tensor (differentiable in ``x`` and ``weight``).
+    """
+    w = edges.weight.to(x.device) if weight is None else weight
+    z = gcn_propagate(x, edges.pairs.to(x.device), w, k)
+    return complexity_of_gram(gram(z[nodes], kernel, lam), labels)
+
+
+def kc_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, *, k: int = 1,
+              kernel: str = "linear", lam: float = 1e-2, engine: Engine = "first_order") -> Tensor:
+    """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if engine == "first_order":
+        weight = edges.weight.to(device=x.device, dtype=x.dtype).clone().requires_grad_(True)
+        with torch.enable_grad():
+            total = graph_kernel_complexity(x, edges, nodes, labels, k=k, kernel=kernel, lam=lam, weight=weight)
+            (grad,) = torch.autograd.grad(total, weight)
+        return grad * edges.weight.to(grad)
+    with torch.no_grad():
+        if engine == "exact":
+            return _exact_scores(x, edges, nodes, labels, k, kernel, lam)
+        return _woodbury_scores(x, edges, nodes, labels, k, kernel, lam)
+
+
+def _exact_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:
+    base = graph_kernel_complexity(x, edges, nodes, labels, k=k, kernel=kernel, lam=lam)
+    scores = torch.empty(edges.num_edges, dtype=x.dtype, device=x.device)
+    weight = edges.weight.to(device=x.device, dtype=x.dtype)
+    for e in range(edges.num_edges):
+        removed = weight.clone()
+        removed[e] = 0
+        scores[e] = base - graph_kernel_complexity(x, edges, nodes, labels, k=k, kernel=kernel, lam=lam,
+                                                   weight=removed)
+    return scores
+
+
+def _woodbury_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:
+    """Exact leave-one-edge-out GKC by a rank-2r update of ``H⁻¹``, r = |rows of Z_S that move|.
+
+    If ``H' = H + E`` where E is non-zero only in rows/columns R, write ``D = H'[:, R] − H[:, R]``
+    and ``P = I[:, R]``; then ``E = [D P] M [D P]ᵀ`` with ``M = [[0, I], [I, −D_RR]]`` and
+    ``M⁻¹ = [[D_RR, I], [I, 0]]``, so with ``A = H⁻¹Y`` and ``U = [D P]``:
+    ``GKC' = GKC − trace((UᵀA)ᵀ (M⁻¹ + UᵀH⁻¹U)⁻¹ (UᵀA))``.
+    """
+    n = x.shape[0]
+    device = x.device
+    pairs = edges.pairs.to(device)
+    weight = edges.weight.to(device=device, dtype=x.dtype)
+    kern = KERNELS[kernel]
+    z = gcn_propagate(x, pairs, weight, k)
+    z_s = z[nodes]
+    h_inv = torch.linalg.inv(gram(z_s, kernel, lam))
+    a = h_inv @ labels
+    position = torch.full((n,), -1, dtype=torch.long, device=device)
+    position[nodes] = torch.arange(nodes.numel(), device=device)
+    both = torch.cat([pairs, pairs.flip(0)], dim=1)
+    scores = torch.zeros(edges.num_edges, dtype=x.dtype, device=device)
+    for e in range(edges.num_edges):
+        # rows of Z that change when e is removed: nodes within k hops of its endpoints
+        moved, _, _, _ = k_hop_subgraph(pairs[:, e], k, both, num_nodes=n)
+        r_nodes = moved[position[moved] >= 0]
+        if r_nodes.numel() == 0:
+            continue
+        # (Â'^k X)[r_nodes] needs the k-hop ball around them, with degrees of the whole graph
+        ball, ball_edges, _, edge_mask = k_hop_subgraph(r_nodes, k, both, num_nodes=n, relabel_nodes=True)
+        w_ball = torch.cat([weight, weight])[edge_mask].clone()
+        ball_global = ball[ball_edges]
+        w_ball[((ball_global[0] == pairs[0, e]) & (ball_global[1] == pairs[1, e]))
+               | ((ball_global[0] == pairs[1, e]) & (ball_global[1] == pairs[0, e]))] = 0
+        z_new = _propagate_in_ball(x, ball, ball_edges, w_ball, weight, pairs, e, k)
+        z_r = z_new[torch.searchsorted(ball, r_nodes)]
+        r = position[r_nodes]
+        z_s_new = z_s.clone()
+        z_s_new[r] = z_r
+        d = kern(torch.cat([z_s_new, z_r]))[: nodes.numel(), nodes.numel():] - _kernel_columns(kern, z_s, r)
+        u = torch.cat([d, torch.eye(nodes.numel(), dtype=x.dtype, device=device)[:, r]], dim=1)
+        eye = torch.eye(r.numel(), dtype=x.dtype, device=device)
+        m_inv = torch.cat([torch.cat([d[r], eye], 1), torch.cat([eye, torch.zeros_like(eye)], 1)], 0)
+        ua = u.T @ a
+        scores[e] = (ua * torch.linalg.solve(m_inv + u.T @ h_inv @ u, ua)).sum()
+    return scores
+
+
+def _kernel_columns(kern, z_s: Tensor, r: Tensor) -> Tensor:
+    """Columns ``r`` of ``k(Z_S)`` (without ridge), (|S|, |r|)."""
+    return kern(torch.cat([z_s, z_s[r]]))[: z_s.shape[0], z_s.shape[0]:]
+
+
+def _propagate_in_ball(x, ball, ball_edges, w_ball, weight, pairs, removed, k) -> Tensor:
+    """``Â'^k X`` (rows unit-norm) on the relabelled ball, with ``Â'`` normalised by the
+    degrees of the whole graph minus edge ``removed``; ball_edges (2, E_b) directed."""
+    n = x.shape[0]
+    deg = torch.ones(n, dtype=x.dtype, device=x.device)
+    deg = deg.index_add(0, pairs[0], weight).index_add(0, pairs[1], weight)
+    deg[pairs[:, removed]] -= weight[removed]
+    inv_sqrt = deg[ball].rsqrt()
+    src, dst = ball_edges
+    norm = inv_sqrt[src] * w_ball * inv_sqrt[dst]
+    z = x[ball]
+    for _ in range(k):
+        z = (inv_sqrt[:, None] ** 2 * z).index_add(0, dst, norm[:, None] * z[src])
+    return torch.nn.functional.normalize(z, dim=1)

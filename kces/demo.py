@@ -1,0 +1,35 @@
+"""The main job: Cora under the published 20% Metattack, with and without KCES.
+
+Runs on the files embedded in the package (no ``../shared`` needed), in well under a
+minute: trains DeepRobust's GCN recipe on the clean, attacked and sanitized graphs.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .adapters import sanitize_adj
+from .data import load_graph
+from .evaluate import gcn_accuracy, pruning_quality
+
+
+def run_demo(seeds: int = 5) -> dict:
+    """Print and return clean / attacked / attacked+KCES accuracy and the pruning quality."""
+    clean = load_graph("cora")
+    attacked = load_graph("cora", "meta", 0.2)
+    start = time.perf_counter()
+    sanitized_adj = sanitize_adj(attacked.adj, attacked.features, attacked.labels, attacked.idx_train)
+    scoring_s = time.perf_counter() - start
+    sanitized = attacked.with_adj(sanitized_adj)
+    quality = pruning_quality(attacked, sanitized_adj)
+    print(f"Cora (largest component: {attacked.num_nodes} nodes), Pro-GNN Metattack 20%: "
+          f"{quality['inserted']} edges inserted by the attacker")
+    results = {"scoring_s": scoring_s, **quality}
+    for name, graph in (("clean", clean), ("attacked", attacked), ("attacked + KCES", sanitized)):
+        acc = np.array([gcn_accuracy(graph, seed) for seed in range(seeds)]) * 100
+        results[name] = {"mean": float(acc.mean()), "std": float(acc.std())}
+        print(f"  GCN test accuracy, {name:16s} {acc.mean():5.1f} ± {acc.std():.1f} %  ({seeds} seeds)")
+    print(f"  KCES pruned {quality['pruned']} edges in {scoring_s:.2f} s: precision {quality['precision']:.2f}, "
+          f"recall {quality['recall']:.2f} against the attacker's insertions")
+    return results
