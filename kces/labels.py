@@ -20,10 +20,10 @@ def is_identity_like(x: Tensor) -> bool:
     return torch.unique(nonzero.float().argmax(1)).numel() == x.shape[0]
 
 
-def feature_labels(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, lam: float = 1.0) -> Tensor:
-    """(n,) int64 labels: ``y`` on ``train_nodes``; elsewhere the argmax of a kernel ridge
-    regression of the one-hot training labels on unit-norm features (linear kernel, ridge
-    ``lam``), solved in the cheaper of its primal (d×d) or dual (|S|×|S|) form."""
+def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, lam: float = 1.0) -> Tensor:
+    """(n, C) class scores of a kernel ridge regression of the one-hot training labels on
+    unit-norm features (linear kernel, ridge ``lam``), solved in the cheaper of its primal
+    (d×d) or dual (|S|×|S|) form. Uses no edges."""
     xn = torch.nn.functional.normalize(x, dim=1)
     xs = xn[train_nodes]
     targets = torch.nn.functional.one_hot(y[train_nodes], num_classes).to(x.dtype)
@@ -31,6 +31,30 @@ def feature_labels(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, 
         coef = xs.T @ torch.linalg.solve(xs @ xs.T + lam * torch.eye(xs.shape[0], dtype=x.dtype, device=x.device), targets)
     else:
         coef = torch.linalg.solve(xs.T @ xs + lam * torch.eye(xs.shape[1], dtype=x.dtype, device=x.device), xs.T @ targets)
-    labels = (xn @ coef).argmax(1)
-    labels[train_nodes] = y[train_nodes]
-    return labels
+    return xn @ coef
+
+
+def label_disagreement(pairs: Tensor, x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int,
+                       top_k: int = 2) -> Tensor:
+    """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
+
+    A training node's label is its true label and its only compatible class; any other node's
+    label is the top class of :func:`feature_class_scores` and its compatible classes are its
+    ``top_k`` best. An edge disagrees when neither endpoint's label is compatible with the other
+    endpoint. Featureless graphs (:func:`is_identity_like`) carry no feature signal: only edges
+    between two training nodes with different labels disagree.
+    """
+    n = x.shape[0]
+    labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
+    labelled[train_nodes] = True
+    src, dst = pairs
+    if is_identity_like(x):
+        return labelled[src] & labelled[dst] & (y[src] != y[dst])
+    scores = feature_class_scores(x, y, train_nodes, num_classes)
+    label = scores.argmax(1)
+    label[train_nodes] = y[train_nodes]
+    compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=x.device)
+    compatible.scatter_(1, scores.topk(min(top_k, num_classes), dim=1).indices, True)
+    compatible[train_nodes] = False
+    compatible[train_nodes, y[train_nodes]] = True
+    return ~compatible[dst, label[src]] & ~compatible[src, label[dst]]

@@ -5,10 +5,11 @@ Metattack, Nettack and DICE graphs (README, benchmarks/robustness.py). It looks 
 *candidate* edges, those touching a labelled node, because only there do labels say
 anything, and prunes a candidate when
 1. its endpoints' labels disagree (true labels on labelled nodes, graph-free feature
-   labels elsewhere, see :mod:`kces.labels`; on featureless graphs only labelled–labelled
+   labels elsewhere with their two best classes counting as compatible, see
+   :func:`kces.labels.label_disagreement`; on featureless graphs only labelled–labelled
    edges are checked), or
-2. its KC score exceeds the mean absolute KC score of all edges (scale-free; needs no
-   attack budget).
+2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
+   no attack budget).
 ``threshold=t`` replaces 2.'s bound by ``t``; ``ratio=r`` replaces it by "the ``round(r·m)``
 highest-KC candidates" (m = all edges). Ties are broken by edge order (stable).
 """
@@ -18,6 +19,9 @@ import math
 
 import torch
 from torch import Tensor
+
+AUTO_THRESHOLD_SCALE = 2.0
+"""``threshold="auto"`` prunes candidates with KC above this multiple of the mean |KC|."""
 
 
 def check_ratio_threshold(ratio: float | None, threshold: float | str | None) -> None:
@@ -50,5 +54,5 @@ def prune_mask(scores: Tensor, candidates: Tensor, disagree: Tensor | None, *,
         return prune
     if threshold is None:
         return prune
-    bound = scores.abs().mean() if threshold == "auto" else torch.as_tensor(threshold, dtype=scores.dtype)
+    bound = AUTO_THRESHOLD_SCALE * scores.abs().mean() if threshold == "auto" else torch.as_tensor(threshold, dtype=scores.dtype)
     return prune | (candidates & (scores > bound))

@@ -12,7 +12,7 @@ from torch import Tensor
 from .complexity import ENGINES, kc_scores as pair_scores, label_matrix
 from .graph import UndirectedEdges, undirected_edges
 from .kernels import KERNELS
-from .labels import feature_labels, is_identity_like
+from .labels import label_disagreement
 from .prune import check_ratio_threshold, prune_mask
 
 
@@ -119,18 +119,21 @@ def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tenso
 def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
              num_nodes: int | None = None, edge_weight: Tensor | None = None,
              ratio: float | None = None, threshold: float | str | None = "auto",
-             label_check: bool = True, candidates: str = "labelled", k: int = 1,
+             label_check: bool = True, label_top_k: int = 2, candidates: str = "labelled", k: int = 1,
              kernel: str = "linear", lam: float = 1e-2, centre: bool = True,
              engine: str = "first_order", device=None) -> Sanitized:
     """Prune the suspicious edges of an undirected graph (rule in :mod:`kces.prune`).
 
     Arguments as :func:`kc_scores`, plus ``ratio``/``threshold`` (how many to prune),
-    ``label_check`` (prune candidates whose endpoint labels disagree) and ``candidates``
+    ``label_check`` (prune candidates whose endpoint labels disagree, ``label_top_k`` feature
+    classes counting as compatible, see :func:`kces.labels.label_disagreement`) and ``candidates``
     (``"labelled"``: edges touching a training node; ``"all"``). The inputs are not
     modified; both directions of a pruned edge go together.
     """
     _check_options(k, kernel, lam, engine)
     check_ratio_threshold(ratio, threshold)
+    if not isinstance(label_top_k, int) or label_top_k < 1:
+        raise ValueError(f"label_top_k must be an integer >= 1, got {label_top_k!r}")
     if candidates not in ("labelled", "all"):
         raise ValueError(f"candidates must be 'labelled' or 'all', got {candidates!r}")
     problem = _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
@@ -143,13 +146,8 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     labelled = torch.zeros(edges.num_nodes, dtype=torch.bool, device=dev)
     labelled[problem.train_nodes] = True
     eligible = labelled[src] | labelled[dst] if candidates == "labelled" else torch.ones_like(src, dtype=torch.bool)
-    disagree = None
-    if label_check:
-        if is_identity_like(problem.x):
-            disagree = labelled[src] & labelled[dst] & (problem.y[src] != problem.y[dst])
-        else:
-            node_labels = feature_labels(problem.x, problem.y, problem.train_nodes, problem.num_classes)
-            disagree = node_labels[src] != node_labels[dst]
+    disagree = (label_disagreement(edges.pairs.to(dev), problem.x, problem.y, problem.train_nodes,
+                                   problem.num_classes, label_top_k) if label_check else None)
     pruned = prune_mask(scores, eligible, disagree, ratio=ratio, threshold=threshold)
     edge_mask = ~pruned[edges.inverse.to(dev)].to(edge_index.device)
     return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask,

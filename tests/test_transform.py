@@ -212,9 +212,9 @@ def test_thresholds():
     assert torch.equal(out.edge_index, data.edge_index[:, ~touches_train])
     out = KCES(threshold=-1e12, label_check=False, candidates="all")(data)
     assert out.edge_index.shape == (2, 0)
-    # the "auto" rule: prune candidates with KC above the mean absolute KC
+    # the "auto" rule: prune candidates with KC above twice the mean absolute KC
     out = KCES(label_check=False, candidates="all")(data)
-    assert torch.equal(out.edge_index, data.edge_index[:, ~(scores > scores.abs().mean())])
+    assert torch.equal(out.edge_index, data.edge_index[:, ~(scores > 2 * scores.abs().mean())])
     # threshold=None and no label check prunes nothing
     out = KCES(threshold=None, label_check=False)(data)
     assert torch.equal(out.edge_index, data.edge_index)
@@ -438,7 +438,7 @@ def test_embedded_cora_metattack():
     assert inserted.shape[1] == 2 and len(inserted) > 500
     sanitized = kces.sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train, device="cpu")
     quality = pruning_quality(graph, sanitized)
-    assert quality["precision"] > 0.5 and quality["recall"] > 0.8, quality
+    assert quality["precision"] > 0.7 and quality["recall"] > 0.75, quality
     assert (sanitized != sanitized.T).nnz == 0
 
 

@@ -1,0 +1,39 @@
+"""Graph-free labels and the endpoint label check of the pruning rule."""
+
+import pytest
+import torch
+
+from kces.labels import feature_class_scores, is_identity_like, label_disagreement
+
+
+def star_problem():
+    """Training nodes 0, 1, 2 hold classes 0, 1, 2 with orthogonal features; node 3 looks like
+    class 0 first and class 1 second; it is linked to every training node."""
+    x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0.5, 0]], dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, -1])
+    train = torch.tensor([0, 1, 2])
+    pairs = torch.tensor([[0, 1, 2, 0], [3, 3, 3, 1]])
+    return x, y, train, pairs
+
+
+def test_feature_scores_rank_classes_by_feature_similarity():
+    x, y, train, _ = star_problem()
+    scores = feature_class_scores(x, y, train, 3)
+    assert scores[3].argsort(descending=True).tolist() == [0, 1, 2]
+    # the training nodes are fitted to their own class
+    assert scores[:3].argmax(1).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("top_k, expected", [(1, [False, True, True, True]), (2, [False, False, True, True])])
+def test_disagreement_counts_top_k_feature_classes_as_compatible(top_k, expected):
+    x, y, train, pairs = star_problem()
+    assert label_disagreement(pairs, x, y, train, 3, top_k=top_k).tolist() == expected
+
+
+def test_featureless_graphs_only_check_training_pairs():
+    x = torch.eye(4)
+    assert is_identity_like(x) and not is_identity_like(torch.ones(4, 4))
+    y = torch.tensor([0, 1, 1, 0])
+    pairs = torch.tensor([[0, 0, 1, 2], [1, 3, 2, 3]])
+    train = torch.tensor([0, 1, 2])
+    assert label_disagreement(pairs, x, y, train, 2).tolist() == [True, False, False, False]
