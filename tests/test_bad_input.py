@@ -12,14 +12,6 @@ from kces import KCES
 from kces.data import load_graph
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def problem():
     """A 6-cycle plus a chord; nodes 0, 1 (classes 0, 1) are labelled."""
     pairs = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 0), (0, 3)]

@@ -18,15 +18,6 @@ from kces.evaluate import dice_attack, gcn_accuracy, jaccard_prune, pruning_qual
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: one thread is fastest (and several times faster on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def no_env_root(monkeypatch):
     monkeypatch.delenv("KCES_DATA", raising=False)

@@ -16,15 +16,6 @@ from optim.newton_schulz import (
 SHAPES = [(16, 143), (143, 16), (40, 40), (7, 64)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is fastest, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def with_spectrum(m: int, n: int, singular_values: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """An (m, n) float64 matrix with the given singular values and random singular vectors."""
     g = torch.Generator().manual_seed(seed)

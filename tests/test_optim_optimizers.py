@@ -10,15 +10,6 @@ from optim import RMNP, SPECTRA, HTMuon, Muon, RowNorm
 from optim.newton_schulz import svd_spectral_power
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is fastest, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_param(shape, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return torch.nn.Parameter(torch.randn(*shape, generator=g, dtype=dtype))

@@ -12,15 +12,6 @@ from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 from optim import OPTIMIZERS, SPECTRA, CombinedOptimizer, Muon, RowNorm, build_optimizer, param_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread is fastest, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def graph():
     g = torch.Generator().manual_seed(0)

@@ -24,15 +24,6 @@ LAM = 0.05
 NTK_EPS = 1e-12  # the documented clamp of the cosine "a hair inside [-1, 1]" (float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny dense problems: one thread is fastest, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- dense reference (numpy)
 
 def ntk_reference(u, eps=0.0):

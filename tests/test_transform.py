@@ -18,15 +18,6 @@ from kces.data import edge_difference, load_graph
 from kces.evaluate import pruning_quality
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: one thread is fastest, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- a planted problem
 
 N_PER_CLASS, CLASSES = 12, 3
