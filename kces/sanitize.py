@@ -81,7 +81,8 @@ def _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device) -> _P
                     num_classes=int(train_labels.max()) + 1)
 
 
-def _check_options(k: int, kernel: str, lam: float, engine: str) -> None:
+def check_options(k: int, kernel: str, lam: float, engine: str) -> None:
+    """Validate the kernel-complexity options (``ValueError`` naming the bad one)."""
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k (propagation hops) must be an integer >= 1, got {k!r}")
     if kernel not in KERNELS:
@@ -109,7 +110,7 @@ def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tenso
     bool or index tensor of labelled nodes (the set S). Returns (E,) on the compute device
     (``device``, else ``x``'s); both directions of an edge get the same score.
     """
-    _check_options(k, kernel, lam, engine)
+    check_options(k, kernel, lam, engine)
     problem = _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
     if problem.edges.num_edges == 0:
         return torch.zeros(0, device=problem.x.device)
@@ -130,7 +131,7 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     (``"labelled"``: edges touching a training node; ``"all"``). The inputs are not
     modified; both directions of a pruned edge go together.
     """
-    _check_options(k, kernel, lam, engine)
+    check_options(k, kernel, lam, engine)
     check_ratio_threshold(ratio, threshold)
     if not isinstance(label_top_k, int) or label_top_k < 1:
         raise ValueError(f"label_top_k must be an integer >= 1, got {label_top_k!r}")

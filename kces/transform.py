@@ -7,10 +7,8 @@ import torch
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.transforms import BaseTransform
 
-from .complexity import ENGINES
-from .kernels import KERNELS
 from .prune import check_ratio_threshold
-from .sanitize import sanitize
+from .sanitize import check_options, sanitize
 
 
 class KCES(BaseTransform):
@@ -39,8 +37,7 @@ class KCES(BaseTransform):
                  candidates: str = "labelled",
                  store_scores: bool = False, device: Any = None):
         check_ratio_threshold(ratio, threshold)
-        if kernel not in KERNELS or engine not in ENGINES:
-            raise ValueError(f"kernel must be one of {tuple(KERNELS)} and engine one of {ENGINES}")
+        check_options(k, kernel, lam, engine)
         self.ratio, self.threshold = ratio, None if ratio is not None else threshold
         self.label_attr, self.mask_attr = label_attr, mask_attr
         self.options = dict(k=k, kernel=kernel, lam=lam, centre=centre, engine=engine,

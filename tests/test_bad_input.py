@@ -262,10 +262,12 @@ def test_unknown_kernel_or_engine():
             entry(ei, x, y, mask, kernel="rbf")
         with pytest.raises(ValueError, match="unknown engine 'fast'"):
             entry(ei, x, y, mask, engine="fast")
-    with pytest.raises(ValueError, match="kernel must be one of"):
+    with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
         KCES(kernel="rbf")
-    with pytest.raises(ValueError, match="engine one of"):
+    with pytest.raises(ValueError, match="unknown engine 'fast'"):
         KCES(engine="fast")
+    with pytest.raises(ValueError, match="k \\(propagation hops\\) must be an integer >= 1"):
+        KCES(k=0)
     with pytest.raises(ValueError, match="candidates must be 'labelled' or 'all'"):
         kces.sanitize(ei, x, y, mask, candidates="some")
 
