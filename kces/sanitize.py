@@ -143,13 +143,13 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
         empty = torch.zeros(0, dtype=torch.bool, device=edge_index.device)
         return Sanitized(edge_index=edge_index.clone(), edge_mask=empty, scores=torch.zeros(0, device=dev))
     scores = _scores(problem, k, kernel, lam, centre, engine)
-    src, dst = edges.pairs.to(dev)
+    pairs, inverse = edges.pairs.to(dev), edges.inverse.to(dev)
+    src, dst = pairs
     labelled = torch.zeros(edges.num_nodes, dtype=torch.bool, device=dev)
     labelled[problem.train_nodes] = True
     eligible = labelled[src] | labelled[dst] if candidates == "labelled" else torch.ones_like(src, dtype=torch.bool)
-    disagree = (label_disagreement(edges.pairs.to(dev), problem.x, problem.y, problem.train_nodes,
+    disagree = (label_disagreement(pairs, problem.x, problem.y, problem.train_nodes,
                                    problem.num_classes, label_top_k) if label_check else None)
     pruned = prune_mask(scores, eligible, disagree, ratio=ratio, threshold=threshold)
-    edge_mask = ~pruned[edges.inverse.to(dev)].to(edge_index.device)
-    return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask,
-                     scores=scores[edges.inverse.to(dev)])
+    edge_mask = ~pruned[inverse].to(edge_index.device)
+    return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask, scores=scores[inverse])
