@@ -5,10 +5,17 @@ kernel ``k``, ``H = k(Z_S) + λI`` and ``GKC = trace(Yᵀ H⁻¹ Y)``: the squar
 the labels, the quantity in the NTK generalisation bound ``sqrt(2 yᵀH⁻¹y / n)``.
 ``KC(e) = GKC(G) − GKC(G − e)``: positive when removing ``e`` makes the labels easier to fit.
 
+The Gram algebra runs on the cheaper side: the *dual* (|S|, |S|) solve above, or the
+*primal* (D, D) one through a feature map ``Φ`` with ``k(Z_S) = ΦΦᵀ`` (``Φ = Z_S`` for the
+linear kernel, random features of the NTK otherwise), since ``(ΦΦᵀ + λI)⁻¹ = (I −
+Φ(λI + ΦᵀΦ)⁻¹Φᵀ)/λ`` gives ``GKC = (‖Y‖² − trace(Bᵀ(λI + ΦᵀΦ)⁻¹B))/λ`` with ``B = ΦᵀY``.
+In the primal form GKC depends on the graph only through ``ΦᵀΦ`` and ``ΦᵀY``.
+
 Engines for the KC scores, all on the device of ``x``:
 - ``exact``: remove each edge and recompute (the reference; O(m) propagations);
 - ``first_order``: ``∂GKC/∂w_e`` at ``w = 1`` for all edges from one backward pass
-  (removing ``e`` moves ``w_e`` from 1 to 0, so ``KC(e) ≈ ∂GKC/∂w_e``);
+  (removing ``e`` moves ``w_e`` from 1 to 0, so ``KC(e) ≈ ∂GKC/∂w_e``), propagating only
+  over the K-hop region of S (edges farther away score exactly 0): O(n·d + m) memory;
 - ``woodbury``: exact like ``exact``, but each removal only recomputes the rows of ``Z_S``
   within K hops of the edge and updates ``H⁻¹`` by a low-rank (Woodbury) correction.
 """
@@ -20,11 +27,17 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import k_hop_subgraph
 
-from .graph import UndirectedEdges, gcn_propagate
-from .kernels import KERNELS
+from .graph import UndirectedEdges, gcn_propagate, khop_region
+from .kernels import KERNELS, ntk_random_features
+from .memory import check_memory
 
 Engine = Literal["exact", "first_order", "woodbury"]
 ENGINES = ("exact", "first_order", "woodbury")
+Form = Literal["auto", "dual", "primal"]
+FORMS = ("auto", "dual", "primal")
+NTK_DUAL_MAX = 4096
+"""``form="auto"`` with the NTK kernel solves exactly (dual) up to this many labelled nodes,
+and through ``random_features`` NTK random features above."""
 
 
 def label_matrix(y: Tensor, num_classes: int, centre: bool = True, dtype: torch.dtype | None = None) -> Tensor:
@@ -48,34 +61,115 @@ def complexity_of_gram(h: Tensor, labels: Tensor) -> Tensor:
     return (labels * torch.cholesky_solve(labels, chol)).sum()
 
 
+def primal_complexity(phi_gram: Tensor, phi_labels: Tensor, label_norm: Tensor, lam: float) -> Tensor:
+    """``(‖Y‖² − trace(Bᵀ(λI + ΦᵀΦ)⁻¹B))/λ`` from ``phi_gram = ΦᵀΦ`` (D, D), ``phi_labels = B = ΦᵀY``
+    (D, C) and ``label_norm = ‖Y‖²`` (0-d). Solved in float64 (the D×D system is small and
+    ``λ`` may be tiny next to ``ΦᵀΦ``); returned in ``phi_gram``'s dtype."""
+    eye = torch.eye(phi_gram.shape[0], dtype=torch.float64, device=phi_gram.device)
+    chol = torch.linalg.cholesky(phi_gram.double() + lam * eye)
+    b = phi_labels.double()
+    fitted = (b * torch.cholesky_solve(b, chol)).sum()
+    return ((label_norm.double() - fitted) / lam).to(phi_gram.dtype)
+
+
+def resolve_form(form: Form, num_nodes: int, width: int, kernel: str) -> str:
+    """``"dual"`` or ``"primal"``: ``form``, or for ``"auto"`` the cheaper side for |S| =
+    ``num_nodes`` rows of ``width`` features (NTK: dual up to :data:`NTK_DUAL_MAX` rows)."""
+    if form != "auto":
+        return form
+    if kernel == "linear":
+        return "dual" if num_nodes <= width else "primal"
+    return "dual" if num_nodes <= NTK_DUAL_MAX else "primal"
+
+
+def feature_map(z_s: Tensor, kernel: str, random_features: int, seed: int) -> Tensor:
+    """``Φ`` (|S|, D) with ``ΦΦᵀ = k(Z_S)`` (linear: exactly ``Z_S``; NTK: in expectation)."""
+    if kernel == "linear":
+        return z_s
+    return ntk_random_features(z_s, random_features, seed)
+
+
+def complexity(z_s: Tensor, labels: Tensor, *, kernel: str = "linear", lam: float = 1e-2,
+               form: Form = "auto", random_features: int = 4096, seed: int = 0) -> Tensor:
+    """GKC of propagated rows ``z_s`` (|S|, d) with labels (|S|, C): the dual (|S|, |S|) solve
+    or the primal (D, D) one (:func:`resolve_form`). 0-d, differentiable in ``z_s``.
+    ``random_features``/``seed``: width and seed of the NTK random features (primal NTK only)."""
+    if resolve_form(form, z_s.shape[0], z_s.shape[1], kernel) == "dual":
+        return complexity_of_gram(gram(z_s, kernel, lam), labels)
+    phi = feature_map(z_s, kernel, random_features, seed)
+    return primal_complexity(phi.T @ phi, phi.T @ labels, (labels * labels).sum(), lam)
+
+
 def graph_kernel_complexity(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, *,
                             k: int = 1, kernel: str = "linear", lam: float = 1e-2,
-                            weight: Tensor | None = None) -> Tensor:
+                            weight: Tensor | None = None, form: Form = "dual",
+                            random_features: int = 4096, seed: int = 0) -> Tensor:
     """GKC of the graph ``edges`` (optionally re-weighted by ``weight`` (m,)) on node set ``nodes``.
 
     x: (n, d) features; nodes: (|S|,) int64; labels: (|S|, C) from :func:`label_matrix`.
-    Returns a 0-d tensor (differentiable in ``x`` and ``weight``).
+    Returns a 0-d tensor (differentiable in ``x`` and ``weight``). Propagates over the whole
+    graph: the reference the region-restricted scores are tested against.
     """
     w = edges.weight.to(x.device) if weight is None else weight
     z = gcn_propagate(x, edges.pairs.to(x.device), w, k)
-    return complexity_of_gram(gram(z[nodes], kernel, lam), labels)
+    return complexity(z[nodes], labels, kernel=kernel, lam=lam, form=form,
+                      random_features=random_features, seed=seed)
 
 
 def kc_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, *, k: int = 1,
-              kernel: str = "linear", lam: float = 1e-2, engine: Engine = "first_order") -> Tensor:
-    """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device."""
+              kernel: str = "linear", lam: float = 1e-2, engine: Engine = "first_order",
+              form: Form = "auto", random_features: int = 4096, seed: int = 0,
+              max_memory: int | None = None) -> Tensor:
+    """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device.
+
+    ``form``/``random_features``/``seed``: see :func:`complexity` (``first_order`` only; the
+    reference engines solve the dual exactly). ``max_memory``: bytes the ``first_order``
+    scoring may use (default: what the device has free); a larger estimate raises
+    ``MemoryError`` before anything big is allocated.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
     if engine == "first_order":
-        weight = edges.weight.to(device=x.device, dtype=x.dtype).clone().requires_grad_(True)
-        with torch.enable_grad():
-            total = graph_kernel_complexity(x, edges, nodes, labels, k=k, kernel=kernel, lam=lam, weight=weight)
-            (grad,) = torch.autograd.grad(total, weight)
-        return grad * edges.weight.to(grad)
+        return _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_features, seed,
+                                   max_memory)
     with torch.no_grad():
         if engine == "exact":
             return _exact_scores(x, edges, nodes, labels, k, kernel, lam)
         return _woodbury_scores(x, edges, nodes, labels, k, kernel, lam)
+
+
+def _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_features, seed,
+                        max_memory) -> Tensor:
+    """``∂GKC/∂w_e · w_e`` computed on the K-hop region of ``nodes`` only; 0 outside it."""
+    region = khop_region(edges.pairs.to(x.device), edges.num_nodes, nodes, k)
+    width = x.shape[1] if kernel == "linear" else random_features
+    solved = resolve_form(form, nodes.numel(), width, kernel)
+    check_memory(scoring_bytes(region.nodes.numel(), region.edges.numel(), x.shape[1], nodes.numel(), width,
+                               solved, k, x.element_size()), max_memory, x.device,
+                 f"first-order KC scores ({region.nodes.numel()} nodes and {region.edges.numel()} edges "
+                 f"in the {k}-hop region, |S| = {nodes.numel()}, {solved} form)")
+    all_weight = edges.weight.to(device=x.device, dtype=x.dtype)
+    weight = all_weight[region.edges].requires_grad_(True)
+    with torch.enable_grad():
+        z_s = gcn_propagate(x[region.nodes], region.pairs, weight, k, rows=region.position[nodes])
+        total = complexity(z_s, labels, kernel=kernel, lam=lam, form=solved,
+                           random_features=random_features, seed=seed)
+        (grad,) = torch.autograd.grad(total, weight)
+    scores = torch.zeros_like(all_weight)
+    scores[region.edges] = grad * weight.detach()
+    return scores
+
+
+def scoring_bytes(region_nodes: int, region_edges: int, d: int, labelled: int, width: int, form: str,
+                  k: int, itemsize: int) -> int:
+    """Estimated peak bytes of :func:`_first_order_scores`: the region's features and their
+    k hops of activations and gradients, its CSR structure, and the Gram algebra."""
+    propagation = region_nodes * d * itemsize * (2 * k + 4) + region_edges * (2 * 6 * 8 + 4 * itemsize)
+    if form == "dual":
+        algebra = 4 * labelled * labelled * itemsize
+    else:
+        algebra = 3 * labelled * width * itemsize + 3 * width * width * 8
+    return propagation + algebra
 
 
 def _exact_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:

@@ -6,6 +6,7 @@ pair; ``inverse`` (E,) maps every input column to its pair so results go back al
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -62,18 +63,21 @@ def undirected_edges(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | N
     if (row == col).any():
         raise ValueError(f"the graph has {int((row == col).sum())} self-loop(s); remove them first "
                          "(torch_geometric.utils.remove_self_loops): GCN propagation adds its own")
-    directed_key = row * num_nodes + col
-    if torch.unique(directed_key).numel() != directed_key.numel():
-        raise ValueError("edge_index has duplicate edges; coalesce it first (torch_geometric.utils.coalesce)")
-    reverse_key = col * num_nodes + row
-    sorted_key, _ = torch.sort(directed_key)
-    pos = torch.searchsorted(sorted_key, reverse_key).clamp(max=max(sorted_key.numel() - 1, 0))
-    if directed_key.numel() and not bool((sorted_key[pos] == reverse_key).all()):
+    # one stable sort of the undirected keys: in a symmetric graph without duplicates every
+    # key appears exactly twice, once per direction, and the sorted keys are the sorted pairs
+    upper = row < col
+    key, order = torch.sort(torch.where(upper, row, col) * num_nodes + torch.where(upper, col, row), stable=True)
+    first, second = key[0::2], key[1::2]
+    if (key.numel() % 2 or not torch.equal(first, second) or bool((first[1:] == first[:-1]).any())
+            or not torch.equal(upper[order[0::2]], ~upper[order[1::2]])):
+        directed_key = row * num_nodes + col
+        if torch.unique(directed_key).numel() != directed_key.numel():
+            raise ValueError("edge_index has duplicate edges; coalesce it first (torch_geometric.utils.coalesce)")
         raise ValueError("the graph is directed (some edge lacks its reverse); KCES needs an undirected "
                          "graph: use torch_geometric.utils.to_undirected or torch_geometric.transforms.ToUndirected")
-    lo, hi = torch.minimum(row, col), torch.maximum(row, col)
-    pair_key, inverse = torch.unique(lo * num_nodes + hi, sorted=True, return_inverse=True)
-    pairs = torch.stack([pair_key // num_nodes, pair_key % num_nodes])
+    pairs = torch.stack([first // num_nodes, first % num_nodes])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device) // 2
     if edge_weight is None:
         weight = torch.ones(pairs.shape[1])
     else:
@@ -84,22 +88,123 @@ def undirected_edges(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | N
     return UndirectedEdges(pairs=pairs, weight=weight, inverse=inverse, num_nodes=num_nodes)
 
 
-def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int) -> Tensor:
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def _csr_structure(row: Tensor, col: Tensor, num_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR of entries (``row``, ``col``): ``crow`` (num_rows + 1,), ``col`` in row order, and
+    ``entry`` (nnz,), the input position of each CSR entry (a stable sort by row)."""
+    entry = torch.sort(row, stable=True).indices
+    crow = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    return crow, col[entry], entry
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ z`` for a sparse (r, n) ``A`` in CSR (``crow``, ``col``, ``values``), differentiable in
+    ``values`` and ``z`` without ever holding an (nnz, d) tensor: ``∂/∂values`` is ``grad zᵀ``
+    sampled on A's pattern, ``∂/∂z = Aᵀ grad`` (``A`` itself when ``symmetric``)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, z: Tensor, crow: Tensor, col: Tensor, symmetric: bool) -> Tensor:
+        ctx.save_for_backward(values, z, crow, col)
+        ctx.symmetric = symmetric
+        return _csr(crow, col, values, (crow.numel() - 1, z.shape[0])) @ z
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        values, z, crow, col = ctx.saved_tensors
+        shape = (crow.numel() - 1, z.shape[0])
+        grad_values = grad_z = None
+        if ctx.needs_input_grad[0]:
+            pattern = _csr(crow, col, torch.zeros_like(values), shape)
+            grad_values = torch.sparse.sampled_addmm(pattern, grad, z.T, beta=0.0).values()
+        if ctx.needs_input_grad[1]:
+            if ctx.symmetric:
+                grad_z = _csr(crow, col, values, shape) @ grad
+            else:
+                rows = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff())
+                crow_t, rows_t, entry = _csr_structure(col, rows, shape[1])
+                grad_z = _csr(crow_t, rows_t, values[entry], (shape[1], shape[0])) @ grad
+        return grad_values, grad_z, None, None, None
+
+
+def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor | None = None) -> Tensor:
     """``Z = Â^k X`` with rows L2-normalised, ``Â = D̃^-1/2 (A + I) D̃^-1/2``.
 
     x: (n, d); pairs: (2, m) undirected edges; weight: (m,) edge weights, differentiable
-    (KC scores flow through it); k ≥ 1 hops. Returns (n, d) on ``x``'s device and dtype.
+    (KC scores flow through it); k ≥ 1 hops; rows: (r,) node ids to return, the last hop
+    computed for them alone (default: all n). Returns (r, d) on ``x``'s device and dtype.
+    Memory is O(n·d + m): the sparse products run in CSR, never on (m, d) messages.
     """
     n = x.shape[0]
     weight = weight.to(x.dtype)
     src = torch.cat([pairs[0], pairs[1]])
     dst = torch.cat([pairs[1], pairs[0]])
-    w = torch.cat([weight, weight])
-    deg = torch.ones(n, dtype=x.dtype, device=x.device).index_add(0, dst, w)
+    pair_of = torch.arange(pairs.shape[1], device=x.device).repeat(2)
+    deg = torch.ones(n, dtype=x.dtype, device=x.device).index_add(0, pairs[0], weight).index_add(0, pairs[1], weight)
     inv_sqrt = deg.rsqrt()
-    norm = inv_sqrt[src] * w * inv_sqrt[dst]
-    self_norm = inv_sqrt * inv_sqrt
+    norm = inv_sqrt[pairs[0]] * weight * inv_sqrt[pairs[1]]  # (m,): Â is symmetric
+    self_norm = (inv_sqrt * inv_sqrt)[:, None]
     z = x
+    if k > 1:
+        crow, col, entry = _csr_structure(dst, src, n)
+        values = norm[pair_of[entry]]
+        for _ in range(k - 1):
+            z = self_norm * z + _SpMM.apply(values, z, crow, col, True)
+    if rows is None:  # last hop over the whole graph
+        crow, col, entry = _csr_structure(dst, src, n)
+        out = self_norm * z + _SpMM.apply(norm[pair_of[entry]], z, crow, col, True)
+        return torch.nn.functional.normalize(out, dim=1)
+    target, back = torch.unique(rows, return_inverse=True)
+    position = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    position[target] = torch.arange(target.numel(), device=x.device)
+    chosen = (position[dst] >= 0).nonzero().view(-1)  # entries of the rows asked for
+    crow, col, entry = _csr_structure(position[dst[chosen]], src[chosen], target.numel())
+    out = self_norm[target] * z[target] + _SpMM.apply(norm[pair_of[chosen[entry]]], z, crow, col, False)
+    out = torch.nn.functional.normalize(out, dim=1)
+    return out[back]
+
+
+@dataclass(frozen=True)
+class Region:
+    """The part of a graph that can move the propagated rows of a node set S.
+
+    ``nodes``: (n_r,) sorted global ids; ``edges``: (m_r,) ids of the undirected edges with an
+    endpoint within k hops of S; ``pairs``: (2, m_r) those edges relabelled to ``nodes`` order
+    (still ``pairs[0] < pairs[1]``); ``position``: (n,) local id of every global node, −1 outside.
+    """
+
+    nodes: Tensor
+    edges: Tensor
+    pairs: Tensor
+    position: Tensor
+
+
+def khop_region(pairs: Tensor, num_nodes: int, seeds: Tensor, k: int) -> Region:
+    """Region of ``seeds`` (S) for k-hop GCN propagation over undirected ``pairs`` (2, m).
+
+    ``(Â^k X)[S]`` reads features within k hops of S and the degrees of those nodes, so it
+    depends exactly on the edges with an endpoint within k hops (the degree of a node at
+    distance k counts all its edges); every other edge cannot change it. Propagating over
+    ``Region.pairs`` gives the same rows for S as over the whole graph. (PyG's
+    ``k_hop_subgraph`` keeps only edges inside the ball, which would cut those degrees.)
+    """
+    reached = torch.zeros(num_nodes, dtype=torch.bool, device=pairs.device)
+    reached[seeds] = True
     for _ in range(k):
-        z = (self_norm[:, None] * z).index_add(0, dst, norm[:, None] * z[src])
-    return torch.nn.functional.normalize(z, dim=1)
+        grown = reached.clone()
+        grown[pairs[1][reached[pairs[0]]]] = True
+        grown[pairs[0][reached[pairs[1]]]] = True
+        reached = grown
+    edges = (reached[pairs[0]] | reached[pairs[1]]).nonzero().view(-1)
+    kept = torch.zeros(num_nodes, dtype=torch.bool, device=pairs.device)
+    kept[seeds] = True
+    kept[pairs[:, edges].reshape(-1)] = True
+    nodes = kept.nonzero().view(-1)
+    position = torch.full((num_nodes,), -1, dtype=torch.long, device=pairs.device)
+    position[nodes] = torch.arange(nodes.numel(), device=pairs.device)
+    return Region(nodes=nodes, edges=edges, pairs=position[pairs[:, edges]], position=position)

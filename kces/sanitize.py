@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .complexity import ENGINES, kc_scores as pair_scores, label_matrix
+from .complexity import ENGINES, FORMS, kc_scores as pair_scores, label_matrix
 from .graph import UndirectedEdges, undirected_edges
 from .kernels import KERNELS
 from .labels import label_disagreement
@@ -81,7 +81,8 @@ def _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device) -> _P
                     num_classes=int(train_labels.max()) + 1)
 
 
-def check_options(k: int, kernel: str, lam: float, engine: str) -> None:
+def check_options(k: int, kernel: str, lam: float, engine: str, form: str = "auto",
+                  random_features: int = 4096, max_memory: int | None = None) -> None:
     """Validate the kernel-complexity options (``ValueError`` naming the bad one)."""
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k (propagation hops) must be an integer >= 1, got {k!r}")
@@ -91,30 +92,45 @@ def check_options(k: int, kernel: str, lam: float, engine: str) -> None:
         raise ValueError(f"lam (ridge) must be > 0, got {lam!r}")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
+    if not isinstance(random_features, int) or random_features < 1:
+        raise ValueError(f"random_features must be an integer >= 1, got {random_features!r}")
+    if max_memory is not None and not (isinstance(max_memory, int) and max_memory > 0):
+        raise ValueError(f"max_memory must be a positive number of bytes or None, got {max_memory!r}")
 
 
-def _scores(problem: _Problem, k, kernel, lam, centre, engine) -> Tensor:
+def _scores(problem: _Problem, centre: bool, **options) -> Tensor:
     nodes = problem.train_nodes
     labels = label_matrix(problem.y[nodes], problem.num_classes, centre, dtype=problem.x.dtype)
-    return pair_scores(problem.x, problem.edges, nodes, labels, k=k, kernel=kernel, lam=lam, engine=engine)
+    return pair_scores(problem.x, problem.edges, nodes, labels, **options)
 
 
 def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
               num_nodes: int | None = None, edge_weight: Tensor | None = None, k: int = 1,
               kernel: str = "linear", lam: float = 1e-2, centre: bool = True,
-              engine: str = "first_order", device=None) -> Tensor:
+              engine: str = "first_order", form: str = "auto", random_features: int = 4096,
+              max_memory: int | None = None, device=None) -> Tensor:
     """KC score ``GKC(G) − GKC(G − e)`` of the edge in each column of ``edge_index``.
 
     edge_index: (2, E) undirected (both directions present), no self-loops or duplicates;
     x: (n, d) features or None for identity features; y: (n,) int labels; train_mask: (n,)
     bool or index tensor of labelled nodes (the set S). Returns (E,) on the compute device
     (``device``, else ``x``'s); both directions of an edge get the same score.
+
+    ``form``: ``"dual"`` (|S|×|S| solve), ``"primal"`` (D×D, D the feature width; NTK through
+    ``random_features`` random features) or ``"auto"`` (the cheaper); ``max_memory``: bytes the
+    scoring may use (default: free memory of the device), refused with ``MemoryError`` beyond.
+    Edges farther than ``k`` hops from every training node get exactly 0; the work and memory
+    grow with the ``k``-hop region of the training nodes, not with n².
     """
-    check_options(k, kernel, lam, engine)
+    options = dict(k=k, kernel=kernel, lam=lam, engine=engine, form=form, random_features=random_features,
+                   max_memory=max_memory)
+    check_options(**options)
     problem = _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
     if problem.edges.num_edges == 0:
         return torch.zeros(0, device=problem.x.device)
-    return _scores(problem, k, kernel, lam, centre, engine)[problem.edges.inverse.to(problem.x.device)]
+    return _scores(problem, centre, **options)[problem.edges.inverse.to(problem.x.device)]
 
 
 def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
@@ -122,7 +138,8 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
              ratio: float | None = None, threshold: float | str | None = "auto",
              label_check: bool = True, label_top_k: int = 2, candidates: str = "labelled", k: int = 1,
              kernel: str = "linear", lam: float = 1e-2, centre: bool = True,
-             engine: str = "first_order", device=None) -> Sanitized:
+             engine: str = "first_order", form: str = "auto", random_features: int = 4096,
+             max_memory: int | None = None, device=None) -> Sanitized:
     """Prune the suspicious edges of an undirected graph (rule in :mod:`kces.prune`).
 
     Arguments as :func:`kc_scores`, plus ``ratio``/``threshold`` (how many to prune),
@@ -131,7 +148,9 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     (``"labelled"``: edges touching a training node; ``"all"``). The inputs are not
     modified; both directions of a pruned edge go together.
     """
-    check_options(k, kernel, lam, engine)
+    options = dict(k=k, kernel=kernel, lam=lam, engine=engine, form=form, random_features=random_features,
+                   max_memory=max_memory)
+    check_options(**options)
     check_ratio_threshold(ratio, threshold)
     if not isinstance(label_top_k, int) or label_top_k < 1:
         raise ValueError(f"label_top_k must be an integer >= 1, got {label_top_k!r}")
@@ -142,7 +161,7 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     if edges.num_edges == 0:
         empty = torch.zeros(0, dtype=torch.bool, device=edge_index.device)
         return Sanitized(edge_index=edge_index.clone(), edge_mask=empty, scores=torch.zeros(0, device=dev))
-    scores = _scores(problem, k, kernel, lam, centre, engine)
+    scores = _scores(problem, centre, **options)
     pairs, inverse = edges.pairs.to(dev), edges.inverse.to(dev)
     src, dst = pairs
     labelled = torch.zeros(edges.num_nodes, dtype=torch.bool, device=dev)

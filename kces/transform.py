@@ -25,7 +25,8 @@ class KCES(BaseTransform):
         ratio: prune this share of all edges by highest KC (after the label check), or
         threshold: prune candidates with KC above this value; ``"auto"`` (default) is the
             measured rule of :mod:`kces.prune` (twice the mean absolute KC).
-        k, kernel, lam, centre, engine: the kernel complexity (:mod:`kces.complexity`).
+        k, kernel, lam, centre, engine, form, random_features, max_memory: the kernel
+            complexity (:mod:`kces.complexity`, :func:`kces.kc_scores`).
         label_check, label_top_k, candidates: see :func:`kces.sanitize`.
         device: where the dense Gram work runs (default: the data's device).
     """
@@ -33,16 +34,17 @@ class KCES(BaseTransform):
     def __init__(self, ratio: float | None = None, threshold: float | str | None = "auto", *,
                  label_attr: str = "y", mask_attr: str = "train_mask", k: int = 1,
                  kernel: str = "linear", lam: float = 1e-2, centre: bool = True,
-                 engine: str = "first_order", label_check: bool = True, label_top_k: int = 2,
-                 candidates: str = "labelled",
-                 store_scores: bool = False, device: Any = None):
+                 engine: str = "first_order", form: str = "auto", random_features: int = 4096,
+                 max_memory: int | None = None, label_check: bool = True, label_top_k: int = 2,
+                 candidates: str = "labelled", store_scores: bool = False, device: Any = None):
         check_ratio_threshold(ratio, threshold)
-        check_options(k, kernel, lam, engine)
+        complexity = dict(k=k, kernel=kernel, lam=lam, engine=engine, form=form,
+                          random_features=random_features, max_memory=max_memory)
+        check_options(**complexity)
         self.ratio, self.threshold = ratio, None if ratio is not None else threshold
         self.label_attr, self.mask_attr = label_attr, mask_attr
-        self.options = dict(k=k, kernel=kernel, lam=lam, centre=centre, engine=engine,
-                            label_check=label_check, label_top_k=label_top_k, candidates=candidates,
-                            device=device)
+        self.options = dict(**complexity, centre=centre, label_check=label_check, label_top_k=label_top_k,
+                            candidates=candidates, device=device)
         self.store_scores = store_scores
 
     def forward(self, data: Data) -> Data:
