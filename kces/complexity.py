@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import k_hop_subgraph
 
-from .graph import UndirectedEdges, gcn_propagate, khop_region
+from .graph import Region, UndirectedEdges, gcn_propagate, khop_region
 from .kernels import KERNELS, ntk_random_features
 from .memory import check_memory
 
@@ -141,21 +141,33 @@ def kc_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, 
 def _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_features, seed,
                         max_memory) -> Tensor:
     """``∂GKC/∂w_e · w_e`` computed on the K-hop region of ``nodes`` only; 0 outside it."""
-    region = khop_region(edges.pairs.to(x.device), edges.num_nodes, nodes, k)
-    width = x.shape[1] if kernel == "linear" else random_features
-    solved = resolve_form(form, nodes.numel(), width, kernel)
-    check_memory(scoring_bytes(region.nodes.numel(), region.edges.numel(), x.shape[1], nodes.numel(), width,
-                               solved, k, x.element_size()), max_memory, x.device,
-                 f"first-order KC scores ({region.nodes.numel()} nodes and {region.edges.numel()} edges "
-                 f"in the {k}-hop region, |S| = {nodes.numel()}, {solved} form)")
-    all_weight = edges.weight.to(device=x.device, dtype=x.dtype)
-    weight = all_weight[region.edges].requires_grad_(True)
+    solved = resolve_form(form, nodes.numel(), x.shape[1] if kernel == "linear" else random_features, kernel)
     with torch.enable_grad():
-        z_s = gcn_propagate(x[region.nodes], region.pairs, weight, k, rows=region.position[nodes])
+        region, weight, z_s = region_rows(x, edges, nodes, k, kernel, random_features, solved, max_memory)
         total = complexity(z_s, labels, kernel=kernel, lam=lam, form=solved,
                            random_features=random_features, seed=seed)
         (grad,) = torch.autograd.grad(total, weight)
-    scores = torch.zeros_like(all_weight)
+    return edge_scores(edges, region, grad, weight)
+
+
+def region_rows(x: Tensor, edges: UndirectedEdges, nodes: Tensor, k: int, kernel: str, random_features: int,
+                form: str, max_memory: int | None) -> tuple[Region, Tensor, Tensor]:
+    """``Z_S`` (|S|, d) propagated over the K-hop region of ``nodes`` alone, after checking the
+    scoring fits in ``max_memory``. Returns the region, its edge weights (m_r,) as a leaf that
+    requires grad (``Z_S`` is differentiable in them) and ``Z_S``. Call under grad mode."""
+    region = khop_region(edges.pairs.to(x.device), edges.num_nodes, nodes, k)
+    width = x.shape[1] if kernel == "linear" else random_features
+    check_memory(scoring_bytes(region.nodes.numel(), region.edges.numel(), x.shape[1], nodes.numel(), width,
+                               form, k, x.element_size()), max_memory, x.device,
+                 f"first-order KC scores ({region.nodes.numel()} nodes and {region.edges.numel()} edges "
+                 f"in the {k}-hop region, |S| = {nodes.numel()}, {form} form)")
+    weight = edges.weight.to(device=x.device, dtype=x.dtype)[region.edges].requires_grad_(True)
+    return region, weight, gcn_propagate(x[region.nodes], region.pairs, weight, k, rows=region.position[nodes])
+
+
+def edge_scores(edges: UndirectedEdges, region: Region, grad: Tensor, weight: Tensor) -> Tensor:
+    """(m,) scores ``∂GKC/∂w_e · w_e`` from the region's gradient ``grad`` (m_r,); 0 outside it."""
+    scores = torch.zeros(edges.num_edges, dtype=grad.dtype, device=grad.device)
     scores[region.edges] = grad * weight.detach()
     return scores
 
