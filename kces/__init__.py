@@ -5,7 +5,8 @@ kernel complexity of the labels drops when it is removed, and prune the suspicio
 """
 from .adapters import sanitize_adj, sanitize_networkx
 from .sanitize import Sanitized, kc_scores, sanitize
+from .synthetic import sbm_graph
 from .transform import KCES
 
-__all__ = ["KCES", "Sanitized", "kc_scores", "sanitize", "sanitize_adj", "sanitize_networkx"]
+__all__ = ["KCES", "Sanitized", "kc_scores", "sanitize", "sanitize_adj", "sanitize_networkx", "sbm_graph"]
 __version__ = "0.1.0"
