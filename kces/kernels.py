@@ -41,12 +41,12 @@ def ntk_random_features(z: Tensor, num_features: int, seed: int = 0) -> Tensor:
     The gradient features of a width-``w`` two-layer ReLU network at a Gaussian init:
     ``sqrt(2/w) [relu(Z W), (step(Z W) ⊗ z)]`` with ``W`` (d, w) standard normal, since
     ``E[relu·relu] = κ1/2`` and ``E[step·step] = κ0/2``; ``w = max(1, num_features // (d + 1))``
-    so ``D = w (d + 1) ≤ num_features``. ``W`` is drawn on the CPU from ``seed``, so every
-    device gets the same features.
+    so ``D = w (d + 1) ≤ num_features``. ``W`` is drawn on the CPU in float64 from ``seed``, so
+    every device and dtype gets the same features.
     """
     width = max(1, num_features // (z.shape[1] + 1))
     generator = torch.Generator().manual_seed(seed)
-    w = torch.randn(z.shape[1], width, generator=generator, dtype=z.dtype).to(z.device)
+    w = torch.randn(z.shape[1], width, generator=generator, dtype=torch.float64).to(z.device, z.dtype)
     pre = z @ w
     gated = ((pre > 0).to(z.dtype)[:, :, None] * z[:, None, :]).reshape(z.shape[0], -1)
     return math.sqrt(2.0 / width) * torch.cat([torch.relu(pre), gated], dim=1)

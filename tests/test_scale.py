@@ -159,10 +159,12 @@ def test_auto_form_picks_the_cheaper_side():
     assert resolve_form("dual", 10**6, 8, "linear") == "dual"
 
 
-def test_float32_agrees_with_float64():
+@pytest.mark.parametrize("kernel", ["linear", "ntk"])
+def test_float32_agrees_with_float64(kernel):
     edge_index, x, y, mask = sbm64(num_nodes=2000)
-    s64 = kces.kc_scores(edge_index, x, y, mask, k=2)
-    s32 = kces.kc_scores(edge_index, x.float(), y, mask, k=2)
+    options = dict(k=2, kernel=kernel, form="primal", random_features=512)
+    s64 = kces.kc_scores(edge_index, x, y, mask, **options)
+    s32 = kces.kc_scores(edge_index, x.float(), y, mask, **options)
     assert s32.dtype == torch.float32
     torch.testing.assert_close(s32.double(), s64, rtol=1e-3, atol=1e-4 * float(s64.abs().max()))
 
@@ -287,3 +289,16 @@ def test_torchrun_entry_point(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     single = kces.kc_scores(edge_index, x, y, mask, k=2, lam=LAM, form="primal")
     torch.testing.assert_close(torch.load(tmp_path / "scores.pt", weights_only=True), single)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kernel", ["linear", "ntk"])
+def test_cuda_fp32_scores_match_cpu_fp64(kernel):
+    edge_index, x, y, mask = sbm64(num_nodes=5000)
+    reference = kces.kc_scores(edge_index, x, y, mask, k=2, kernel=kernel, form="primal", random_features=512)
+    gpu = kces.kc_scores(edge_index, x.float(), y, mask, k=2, kernel=kernel, form="primal", random_features=512,
+                         device="cuda")
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu.cpu().double(), reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max()))
+    with pytest.raises(MemoryError, match="max_memory"):
+        kces.kc_scores(edge_index, x.float(), y, mask, device="cuda", max_memory=1000)
