@@ -23,12 +23,14 @@ import datetime
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from .complexity import feature_map, label_matrix, primal_complexity, region_rows
+from .files import load_pyg
 from .sanitize import _prepare, check_options
 
 
@@ -83,7 +85,7 @@ def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tenso
 def main(argv: list[str] | None = None) -> int:
     """``torchrun`` entry point: score the graph in INPUT, rank 0 writes the (E,) scores to OUTPUT."""
     parser = argparse.ArgumentParser(prog="python -m kces.distributed", description=main.__doc__)
-    parser.add_argument("input", help="torch.save'd dict or PyG Data with edge_index, x, y, train_mask")
+    parser.add_argument("input", type=Path, help="a PyG Data saved with torch.save (edge_index, x, y, train_mask)")
     parser.add_argument("output", help="where rank 0 saves the scores tensor (torch.save)")
     parser.add_argument("--k", type=int, default=1, help="propagation hops")
     parser.add_argument("--kernel", default="linear", help="linear or ntk")
@@ -95,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
     try:
         device = torch.device("cuda", dist.get_rank() % torch.cuda.device_count()) if backend == "nccl" else None
-        graph = torch.load(args.input, weights_only=True)
-        scores = kc_scores(graph["edge_index"], graph.get("x"), graph["y"], graph["train_mask"], k=args.k,
+        graph = load_pyg(args.input)
+        scores = kc_scores(graph.edge_index, graph.x, graph.y, graph.train_mask, k=args.k,
                            kernel=args.kernel, lam=args.lam, device=device, timeout=args.timeout)
         if dist.get_rank() == 0:
             torch.save(scores.cpu(), args.output)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch_geometric.data import Data
 
 import kces
 from kces import distributed
@@ -203,8 +204,6 @@ def test_bad_scale_options_are_rejected(option, value, message):
 
 def test_transform_passes_the_scale_options():
     edge_index, x, y, mask = sbm64(num_nodes=50, train_ratio=0.2)
-    from torch_geometric.data import Data
-
     with pytest.raises(MemoryError):
         kces.KCES(max_memory=10)(Data(x=x, y=y, edge_index=edge_index, train_mask=mask))
 
@@ -280,7 +279,7 @@ def test_distributed_needs_a_process_group():
 
 def test_torchrun_entry_point(tmp_path):
     edge_index, x, y, mask = sbm64(num_nodes=200)
-    torch.save({"edge_index": edge_index, "x": x, "y": y, "train_mask": mask}, tmp_path / "graph.pt")
+    torch.save(Data(edge_index=edge_index, x=x, y=y, train_mask=mask), tmp_path / "graph.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node", "2", "-m", "kces.distributed", str(tmp_path / "graph.pt"),

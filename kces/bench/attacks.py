@@ -1,0 +1,142 @@
+"""Attacked graphs: the published Pro-GNN ones, and live attacks cached on disk.
+
+``meta`` and ``nettack`` are the pre-perturbed Pro-GNN graphs (the same graph for every seed;
+Nettack's rate is perturbations per target node and it is scored on its target nodes).
+``dice``, ``random``, ``prbcd`` and ``grbcd`` run live on the clean graph with a budget of
+``round(rate · m)`` edge flips (m: undirected edges), seeded by the cell's seed, and are
+cached as ``scipy.sparse.save_npz`` files keyed by (dataset, attack, rate, seed). Rate 0 is
+the clean graph for every attack.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..data import Graph, load_graph, read_sparse_npz
+from ..evaluate import dice_attack
+from .datasets import Dataset
+from ..files import atomic_write
+from .models import seed_everything, train_pyg
+
+PREPERTURBED = ("meta", "nettack")
+LIVE = ("dice", "random", "prbcd", "grbcd")
+ATTACKS = PREPERTURBED + LIVE
+RBCD_BLOCK_SIZE = 100_000
+"""Candidate edges PRBCD/GRBCD consider at a time (sampled with replacement, then deduplicated)."""
+RBCD_EPOCHS = 50
+"""Attack steps of PRBCD (the last 10 on a fixed block) and GRBCD: Cora at 5% in about 5 s on one core."""
+
+
+def budget(graph: Graph, rate: float) -> int:
+    """``round(rate · m)`` edge flips, m the undirected edges of the clean graph."""
+    return int(round(rate * (sp.triu(graph.clean_adj, k=1).nnz)))
+
+
+def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+    """Insert ``round(rate · m)`` new undirected edges, uniformly among the non-edges, seeded
+    (DeepRobust's ``Random(type='add')`` with a private generator)."""
+    adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
+    upper = sp.triu(adj, k=1).tocoo()
+    if count > n * (n - 1) // 2 - upper.nnz:
+        raise ValueError(f"cannot insert {count} edges: the graph has fewer non-edges")
+    rng = np.random.default_rng(seed)
+    taken = set((upper.row.astype(np.int64) * n + upper.col).tolist())
+    new: list[int] = []
+    while len(new) < count:
+        pairs = np.sort(rng.integers(0, n, size=(count, 2)), axis=1)
+        for i, j in pairs[pairs[:, 0] < pairs[:, 1]].tolist():
+            if len(new) < count and i * n + j not in taken:
+                taken.add(i * n + j)
+                new.append(i * n + j)
+    rows, cols = np.divmod(np.asarray(new, dtype=np.int64), n)
+    inserted = sp.coo_matrix((np.ones(2 * count, dtype=np.float32),
+                              (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
+    return (adj + inserted).tocsr()
+
+
+def dice(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+    """DICE (:func:`kces.evaluate.dice_attack`)."""
+    return dice_attack(graph.adj, graph.labels, rate, seed)
+
+
+def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:
+    def attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+        """PyG's PRBCD/GRBCD against a PyG GCN (Adam, ``epochs``) trained on the clean graph,
+        attacking the test nodes' predictions (evasion; the perturbed graph is then used for
+        training too, as a poisoning transfer)."""
+        with warnings.catch_warnings():  # "contrib contains experimental code"
+            warnings.simplefilter("ignore", UserWarning)
+            from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
+
+        seed_everything(seed)
+        surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
+        cls = GRBCDAttack if greedy else PRBCDAttack
+        rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
+                   **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
+        perturbed, _ = rbcd.attack(x, edge_index, torch.from_numpy(graph.labels), budget(graph, rate),
+                                   idx_attack=torch.from_numpy(graph.idx_test))
+        row, col = perturbed.numpy()
+        return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=graph.adj.shape)
+    return attack
+
+
+LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
+    "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True)}
+"""name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
+
+
+class AttackedGraphs:
+    """Attacked graphs for the cells: pre-perturbed ones read once and kept, live ones computed
+    once and cached as ``{cache}/{dataset key}_{attack}_{rate}_{seed}.npz``."""
+
+    def __init__(self, cache: Path, epochs: int, root: str | os.PathLike | None = None):
+        self.cache, self.epochs, self.root = cache, epochs, root
+        self._preperturbed: dict[tuple[str, str, float], Graph] = {}
+
+    def key(self, dataset: Dataset, attack: str, rate: float, seed: int) -> str:
+        """File name stem of this attacked graph (the seed only for live attacks)."""
+        stem = f"{dataset.key}_{attack}_{rate:g}"
+        return f"{stem}_{seed}" if attack in LIVE else stem
+
+    def get(self, dataset: Dataset, attack: str, rate: float, seed: int) -> Graph:
+        """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
+        Pre-perturbed graphs are loaded on the first call, so calling this for every
+        (dataset, pre-perturbed attack, rate) first checks that their files exist."""
+        if attack in PREPERTURBED:
+            return self._load_preperturbed(dataset, attack, rate)
+        if rate == 0:
+            return dataset.graph
+        path = self.cache / f"{self.key(dataset, attack, rate, seed)}.npz"
+        if path.is_file():
+            adj = read_sparse_npz(path)
+            if adj.shape != dataset.graph.adj.shape:
+                raise ValueError(f"cached graph {path} has shape {adj.shape}, the dataset "
+                                 f"{dataset.graph.adj.shape}: delete it")
+        else:
+            adj = sp.csr_matrix(LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs), dtype=np.float32)
+            self.cache.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: sp.save_npz(f, adj))
+        return dataset.graph.with_adj(adj)
+
+    def _load_preperturbed(self, dataset: Dataset, attack: str, rate: float) -> Graph:
+        if attack == "meta" and rate == 0:
+            return dataset.graph
+        if not dataset.named:
+            raise ValueError(f"{attack} needs the pre-perturbed Pro-GNN graphs; {dataset.name} is a file "
+                             "and has none")
+        key = (dataset.name, attack, rate)
+        if key not in self._preperturbed:
+            try:
+                graph = load_graph(dataset.name, attack, rate if rate > 0 else 1.0, root=self.root)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"no pre-perturbed {attack} graph of {dataset.name} at rate {rate:g}: "
+                                        f"{error}") from None
+            self._preperturbed[key] = graph if rate > 0 else dataclasses.replace(graph, adj=graph.clean_adj)
+        return self._preperturbed[key]

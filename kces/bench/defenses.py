@@ -1,0 +1,144 @@
+"""Defences: edge-level stages chained with ``+`` (applied left to right), then the model.
+
+Stages that rewrite the adjacency: ``kces`` (:func:`kces.sanitize_adj`, package defaults),
+``jaccard`` (DeepRobust ``GCNJaccard``'s pruning, :func:`kces.evaluate.jaccard_prune`, threshold
+0.01) and ``svd`` (DeepRobust ``GCNSVD``'s rank-k reconstruction, dense and weighted). Model
+defences replace the trained model and come last: ``rgcn`` (DeepRobust ``RGCN``) and ``prognn``
+(DeepRobust ``ProGNN``, which learns the structure; slow). ``none`` is no defence; e.g.
+``kces+jaccard`` runs KCES, then Jaccard on its output.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import svds
+
+from ..adapters import sanitize_adj
+from ..data import Graph
+from ..evaluate import jaccard_prune
+from .datasets import Dataset
+from .models import EPOCHS, seed_everything
+
+EDGE_STAGES = ("kces", "jaccard", "svd")
+MODEL_DEFENSES = ("rgcn", "prognn")
+DEFENSES = ("none", *EDGE_STAGES, *MODEL_DEFENSES)
+PRUNING = ("kces", "jaccard")
+"""Stages that only remove edges: their output is scored against the attacker's insertions."""
+SVD_RANK = 50
+RGCN_HIDDEN = 32
+PROGNN_EPOCHS = 400
+PROGNN_ARGS = dict(debug=False, only_gcn=False, lr=0.01, weight_decay=5e-4, hidden=16, dropout=0.5, alpha=5e-4,
+                   beta=1.5, gamma=1.0, lambda_=0.0, phi=0.0, inner_steps=2, outer_steps=1, lr_adj=0.01,
+                   symmetric=False)
+"""Pro-GNN's ``train.py`` defaults (``epochs`` from the runner, default :data:`PROGNN_EPOCHS`)."""
+
+
+def parse_defense(name: str) -> tuple[str, ...]:
+    """``"none"`` → ``()``, ``"kces+jaccard"`` → ``("kces", "jaccard")``. Raises ``ValueError`` for
+    an unknown or repeated stage, or a model defence that is not last."""
+    if name == "none":
+        return ()
+    stages = tuple(name.split("+"))
+    for i, stage in enumerate(stages):
+        if stage not in DEFENSES or stage == "none":
+            raise ValueError(f"unknown defence {name!r}; expected one of {', '.join(DEFENSES)} "
+                             "or a '+' chain of them such as kces+jaccard")
+        if stage in MODEL_DEFENSES and i != len(stages) - 1:
+            raise ValueError(f"defence {name!r}: {stage} trains its own model and must come last")
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"defence {name!r} repeats a stage")
+    return stages
+
+
+def skip_reason(stages: tuple[str, ...], dataset: Dataset, model: str, optimizer: str) -> str | None:
+    """Why this defence cannot run with this model/optimizer on this dataset, or None."""
+    if "jaccard" in stages and dataset.featureless:
+        return f"jaccard needs node features; {dataset.name} has none (identity features)"
+    if (model, optimizer) == ("gcn", "adam"):
+        return None
+    if stages and stages[-1] in MODEL_DEFENSES:
+        return f"{stages[-1]} is its own GCN-type model trained with Adam: it pairs only with gcn/adam"
+    if "svd" in stages:
+        return "svd (GCNSVD) gives a dense n×n adjacency: only DeepRobust's GCN (gcn/adam) propagates it densely"
+    return None
+
+
+@dataclass(frozen=True)
+class Defended:
+    """``adj``: the (n, n) adjacency the model trains on; ``pruned``: the output of the last
+    pruning stage (None without one); ``seconds``: wall time of the edge stages."""
+
+    adj: sp.csr_matrix
+    pruned: sp.csr_matrix | None
+    seconds: float
+
+
+def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
+    """Rank-``rank`` reconstruction ``U_k Σ_k V_kᵀ`` of ``adj`` (DeepRobust ``GCNSVD.truncatedSVD``),
+    as a dense-filled float32 CSR; ARPACK's start vector seeded."""
+    u, s, vt = svds(sp.csr_matrix(adj, dtype=np.float64), k=rank, random_state=seed)
+    return sp.csr_matrix((u * s) @ vt, dtype=np.float32)
+
+
+def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank: int = SVD_RANK) -> Defended:
+    """Run the edge stages of ``stages`` on ``graph.adj`` in order (model defences are skipped)."""
+    adj, pruned = graph.adj, None
+    start = time.perf_counter()
+    for stage in stages:
+        if stage == "kces":
+            adj = sanitize_adj(adj, graph.features, graph.labels, graph.idx_train)
+        elif stage == "jaccard":
+            adj = jaccard_prune(adj, graph.features)
+        elif stage == "svd":
+            adj = truncated_svd(adj, svd_rank, seed)
+        if stage in PRUNING:
+            pruned = adj
+    return Defended(adj=sp.csr_matrix(adj), pruned=pruned, seconds=time.perf_counter() - start)
+
+
+def _rgcn_output(graph: Graph, epochs: int) -> torch.Tensor:
+    """(n, C) log-probabilities of DeepRobust's RGCN (32 hidden, Adam) at its best validation epoch."""
+    from deeprobust.graph.defense import RGCN
+
+    model = RGCN(nnodes=graph.num_nodes, nfeat=graph.features.shape[1], nhid=RGCN_HIDDEN,
+                 nclass=int(graph.labels.max()) + 1)
+    model.fit(graph.features, graph.adj, graph.labels, graph.idx_train, graph.idx_val, train_iters=epochs,
+              verbose=False)
+    return model.output
+
+
+def _prognn_output(graph: Graph, epochs: int) -> torch.Tensor:
+    """(n, C) log-probabilities of DeepRobust's ProGNN (GCN backbone) on its best learned graph."""
+    from deeprobust.graph.defense import GCN, ProGNN
+
+    args = SimpleNamespace(**PROGNN_ARGS, epochs=epochs)
+    gcn = GCN(nfeat=graph.features.shape[1], nhid=args.hidden, nclass=int(graph.labels.max()) + 1,
+              dropout=args.dropout, device="cpu")
+    features = torch.from_numpy(graph.features.toarray())
+    prognn = ProGNN(gcn, args, "cpu")
+    prognn.fit(features, torch.from_numpy(graph.adj.toarray()), torch.from_numpy(graph.labels), graph.idx_train,
+               graph.idx_val)
+    prognn.model.eval()
+    with torch.no_grad():
+        return prognn.model(features, prognn.best_graph if prognn.best_graph is not None
+                            else prognn.estimator.normalize())
+
+
+def model_defense_accuracy(name: str, graph: Graph, seed: int, nodes: np.ndarray, epochs: int | None) -> float:
+    """Accuracy in [0, 1] on ``nodes`` of DeepRobust's RGCN or ProGNN trained on ``graph`` under
+    ``seed`` (``epochs`` of training; None: 200 for RGCN, :data:`PROGNN_EPOCHS` for ProGNN)."""
+    seed_everything(seed)
+    with contextlib.redirect_stdout(io.StringIO()):  # DeepRobust prints its progress
+        if name == "rgcn":
+            output = _rgcn_output(graph, epochs or EPOCHS)
+        else:
+            output = _prognn_output(graph, epochs or PROGNN_EPOCHS)
+    pred = output.argmax(1).numpy()
+    return float((pred[nodes] == graph.labels[nodes]).mean())

@@ -1,0 +1,214 @@
+"""The ``kces`` command line (also ``python -m kces``): ``demo``, ``sanitize``, ``bench``, ``report``.
+
+Every bad argument or unreadable input ends with one line ``kces <command>: error: ...`` on
+stderr and exit status 2, before any output file or directory is created. ``kces bench``
+exits with 1 when some cells failed (they are recorded in ``results.jsonl``), 130 when
+interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+BENCH_EXAMPLE = """example (the committed report):
+  kces bench --datasets cora,citeseer,polblogs --attacks meta --rates 0,0.05,0.1,0.15,0.2,0.25 \\
+             --defenses none,kces,jaccard,svd,kces+jaccard --models gcn --optimizers adam \\
+             --seeds 5 --out benchmarks/results/report
+  kces report benchmarks/results/report"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``<prog>: error: <message>`` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list, stripped, without empty items or repeats (order kept)."""
+    return list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return list(dict.fromkeys(float(item) for item in _names(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
+    cmd = commands.add_parser("sanitize", help="prune suspicious edges of a graph file with KCES",
+                              description="KCES on a Nettack-layout .npz (adj_*, optional attr_*, labels, optional "
+                              "idx_train) or a PyG Data saved with torch.save (.pt, needs y; train_mask optional). "
+                              "OUTPUT has the input's format, every other array or attribute kept.")
+    cmd.add_argument("input", type=Path, metavar="INPUT", help=".npz or .pt graph")
+    cmd.add_argument("output", type=Path, metavar="OUTPUT", help="where to write the sanitized graph (same suffix)")
+    cmd.add_argument("--ratio", type=float, help="prune this share of edges by highest KC (default: the measured rule)")
+    cmd.add_argument("--k", type=int, default=1, help="propagation hops of the kernel (default 1)")
+    cmd.add_argument("--train-ratio", type=float, default=0.1,
+                     help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of that draw (default 0)")
+    cmd.set_defaults(run=_sanitize)
+    return cmd
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> ArgumentParser:
+    from .bench.attacks import ATTACKS
+    from .bench.datasets import NAMED
+    from .bench.defenses import DEFENSES, SVD_RANK
+    from .bench.models import MODELS, OPTIMIZERS
+
+    cmd = commands.add_parser(
+        "bench", help="run an attack/defence grid into OUT/results.jsonl (resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=BENCH_EXAMPLE,
+        description="Runs every dataset x attack x rate x seed x defence x model x optimizer cell and appends\n"
+        "its result to OUT/results.jsonl as soon as it ends (--resume continues an interrupted run).\n"
+        "Rate 0 is the clean graph; accuracy is on the test split (nettack: its target nodes).")
+    cmd.add_argument("--datasets", type=_names, default=["cora"],
+                     help=f"comma-separated: {', '.join(NAMED)} or paths to .npz files (default cora)")
+    cmd.add_argument("--attacks", type=_names, default=["meta"], help=f"{', '.join(ATTACKS)} (default meta)")
+    cmd.add_argument("--rates", type=_numbers, default=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
+                     help="shares of edges perturbed, in [0, 1] (default 0,0.05,0.1,0.15,0.2,0.25)")
+    cmd.add_argument("--nettack-perturbations", type=_numbers, default=[1, 2, 3, 4, 5],
+                     help="nettack's rates: perturbations per target node (default 1,2,3,4,5)")
+    cmd.add_argument("--defenses", type=_names, default=["none", "kces"],
+                     help=f"{', '.join(DEFENSES)}, or chains such as kces+jaccard (default none,kces)")
+    cmd.add_argument("--models", type=_names, default=["gcn"], help=f"{', '.join(MODELS)} (default gcn)")
+    cmd.add_argument("--optimizers", type=_names, default=["adam"], help=f"{', '.join(OPTIMIZERS)} (default adam)")
+    cmd.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per cell (default 5)")
+    cmd.add_argument("--out", type=Path, required=True, help="output directory")
+    cmd.add_argument("--resume", action="store_true",
+                     help="continue OUT/results.jsonl: run only the missing and the failed cells")
+    cmd.add_argument("--cache", type=Path, help="cache of live attacked graphs (default OUT/cache)")
+    cmd.add_argument("--epochs", type=int, help="training epochs of every model (default 200; prognn 400)")
+    cmd.add_argument("--svd-rank", type=int, default=SVD_RANK, help=f"rank of the svd defence (default {SVD_RANK})")
+    cmd.add_argument("--with-prognn", action="store_true", help="allow the prognn defence (hours per cell on a CPU)")
+    cmd.add_argument("--data-root", type=Path,
+                     help="benchmark data folder (default: $KCES_DATA, the package, ../shared/data)")
+    cmd.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    cmd.set_defaults(run=_bench)
+    return cmd
+
+
+def _add_report(commands: argparse._SubParsersAction) -> ArgumentParser:
+    cmd = commands.add_parser("report", help="markdown, CSV and figures from a bench directory",
+                              description="Writes DIR/report.md, DIR/accuracy.csv, DIR/time.csv and PNG figures "
+                              "from DIR/results.jsonl (the last record of each cell wins).")
+    cmd.add_argument("directory", type=Path, metavar="DIR", help="the --out directory of kces bench")
+    cmd.add_argument("--no-plots", action="store_true", help="tables only (no matplotlib needed)")
+    cmd.set_defaults(run=_report)
+    return cmd
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> ArgumentParser:
+    cmd = commands.add_parser("demo", help="Cora under 20%% Metattack: GCN accuracy with and without KCES")
+    cmd.add_argument("--seeds", type=int, default=5, help="training seeds (default 5)")
+    cmd.set_defaults(run=_demo)
+    return cmd
+
+
+def _demo(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
+    if args.seeds < 1:
+        fail("--seeds must be >= 1")
+    from .demo import run_demo
+
+    run_demo(args.seeds)
+    return 0
+
+
+def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
+    from .files import sanitize_npz, sanitize_pt
+
+    suffix = args.input.suffix
+    if suffix not in (".npz", ".pt"):
+        fail(f"INPUT must be a .npz or .pt file, got {args.input}")
+    if args.output.suffix != suffix:
+        fail(f"OUTPUT must have the input's format ({suffix}), got {args.output}")
+    if not args.input.is_file():
+        fail(f"{args.input} does not exist or is not a file")
+    if args.output.resolve() == args.input.resolve():
+        fail("OUTPUT must differ from INPUT")
+    if not args.output.parent.is_dir():
+        fail(f"the directory of OUTPUT, {args.output.parent}, does not exist")
+    if not 0 < args.train_ratio <= 1:
+        fail(f"--train-ratio must be in (0, 1], got {args.train_ratio}")
+    options = {"k": args.k, **({"ratio": args.ratio} if args.ratio is not None else {})}
+    start = time.perf_counter()
+    before, after = (sanitize_npz if suffix == ".npz" else sanitize_pt)(args.input, args.output, args.seed,
+                                                                        args.train_ratio, options)
+    print(f"kces sanitize: {args.input} -> {args.output}: {before} -> {after} undirected edges "
+          f"({before - after} pruned) in {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def _bench(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
+    import torch
+
+    from .bench.runner import RESULTS, ResultsLog, finished, make_plan, read_results, run
+
+    if args.threads < 1:
+        fail(f"--threads must be >= 1, got {args.threads}")
+    results = args.out / RESULTS
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out} is not a directory")
+    if results.exists() and not args.resume:
+        fail(f"{results} already exists: pass --resume to continue it, or choose another --out")
+    plan = make_plan(datasets=args.datasets, attacks=args.attacks, rates=args.rates,
+                     nettack_perturbations=args.nettack_perturbations, defenses=args.defenses,
+                     models=args.models, optimizers=args.optimizers, seeds=args.seeds, out=args.out,
+                     cache=args.cache, epochs=args.epochs, svd_rank=args.svd_rank,
+                     with_prognn=args.with_prognn, data_root=args.data_root)
+    records, keep = read_results(results) if results.exists() else ([], None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = ResultsLog(results, keep)
+    torch.set_num_threads(args.threads)
+    try:
+        counts = run(plan, finished(records), log)
+    except KeyboardInterrupt:
+        print(f"kces bench: interrupted; finished cells are in {results}: rerun with --resume", file=sys.stderr)
+        return 130
+    finally:
+        log.close()
+    print(f"kces bench: {len(plan.cells)} cells: {counts['done before']} done before, {counts['ok']} ok, "
+          f"{counts['skipped']} skipped, {counts['error']} failed; results in {results}", file=sys.stderr)
+    return 1 if counts["error"] else 0
+
+
+def _report(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
+    from .bench.report import check_report_dir, write_report
+
+    if not args.directory.is_dir():
+        fail(f"{args.directory} is not a directory")
+    records = check_report_dir(args.directory, plots=not args.no_plots)
+    written = write_report(args.directory, records, plots=not args.no_plots)
+    print(f"kces report: wrote {len(written)} files into {args.directory} (see {args.directory / 'report.md'})")
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    """The ``kces`` parser with its four commands."""
+    parser = ArgumentParser(prog="kces", description="Kernel-Complexity Edge Sanitization for GNNs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_sanitize, _add_bench, _add_report):
+        command = add(commands)
+        command.set_defaults(command_parser=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, so the message names the command
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        with warnings.catch_warnings():  # library warnings (PyG contrib, torch sparse, DeepRobust) are noise here
+            warnings.simplefilter("ignore")
+            return args.run(args, args.command_parser.error)
+    except (ValueError, TypeError, FileNotFoundError, MemoryError) as error:  # bad input, found while checking
+        args.command_parser.error(str(error))

@@ -1,0 +1,289 @@
+"""The ``kces`` command line end to end: sanitize → bench → report, resume, failing cells, bad arguments."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from kces.files import load_pyg
+from kces.cli import main
+from tiny_graphs import write_tiny_npz
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return write_tiny_npz(tmp_path / "tiny.npz")
+
+
+def bench(tiny: Path, out: Path, *extra: str) -> int:
+    return main(["bench", "--datasets", str(tiny), "--out", str(out), "--epochs", "10", *extra])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    sanitized = tmp_path / "sanitized.npz"
+    assert main(["sanitize", str(tiny), str(sanitized)]) == 0
+    assert "undirected edges" in capsys.readouterr().out
+    with np.load(tiny) as before, np.load(sanitized) as after:
+        assert set(before.files) == set(after.files)
+        for key in before.files:
+            if not key.startswith("adj_") or key == "adj_shape":
+                np.testing.assert_array_equal(before[key], after[key])
+        kept, full = (sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
+                      for f in (after, before))
+    assert 0 < kept.nnz < full.nnz and (kept != kept.T).nnz == 0 and (kept - full).max() <= 0
+
+    out = tmp_path / "run"
+    code = bench(tiny, out, "--attacks", "dice,random", "--rates", "0,0.1",
+                 "--defenses", "none,kces,jaccard,kces+jaccard", "--models", "gcn,gat", "--optimizers", "adam,muon",
+                 "--seeds", "2")
+    assert code == 0
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 2 * 2 * 4 * 2 * 2 * 2
+    assert {r["status"] for r in records} == {"ok"}
+    assert all(0 <= r["accuracy"] <= 1 and r["train_time_s"] > 0 for r in records)
+    kces = [r for r in records if r["defense"] == "kces" and r["rate"] == 0.1]
+    assert all(r["pruned"] > 0 and 0 <= r["precision"] <= 1 for r in kces)
+    assert len(list((out / "cache").glob("*.npz"))) == 2 * 2  # live attacks at rate 0.1, per seed
+    assert len(list((out / "scores").glob("*.npz"))) == 2 * 2
+
+    assert main(["report", str(out)]) == 0
+    rows = read_csv(out / "accuracy.csv")
+    assert list(rows[0]) == ["dataset", "attack", "rate", "defense", "model", "optimizer", "n", "mean", "std"]
+    assert len(rows) == 2 * 2 * 4 * 2 * 2 and all(r["n"] == "2" and 0 <= float(r["mean"]) <= 100 for r in rows)
+    times = read_csv(out / "time.csv")
+    assert [r["defense"] for r in times] == ["none", "kces", "jaccard", "kces+jaccard"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 2 * 2 * 2 + 2  # accuracy per attack × model × optimizer, KC scores per attack
+    assert all((out / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+    report = (out / "report.md").read_text()
+    assert "| perturbation rate (share of edges) | none | kces | jaccard | kces+jaccard |" in report
+    assert "### tiny · dice · gat · muon" in report and "accuracy_tiny_dice_gcn_adam.png" in report
+
+
+def test_resume_after_interruption_gives_the_same_table(tiny: Path, tmp_path: Path, capsys) -> None:
+    grid = ("--attacks", "dice", "--rates", "0,0.1", "--defenses", "none,kces", "--optimizers", "adam,muon",
+            "--seeds", "2")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert bench(tiny, whole, *grid) == 0
+    assert bench(tiny, cut, *grid) == 0
+    lines = (cut / "results.jsonl").read_text().splitlines(keepends=True)
+    (cut / "results.jsonl").write_text("".join(lines[:5]) + lines[5][:40])  # killed while writing cell 6
+    shutil.rmtree(cut / "cache")  # attacked graphs are recomputed, from the same seeds
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # refuses to append without --resume
+        bench(tiny, cut, *grid)
+    assert exit_.value.code == 2 and "--resume" in capsys.readouterr().err
+    assert bench(tiny, cut, *grid, "--resume") == 0
+    assert "5 done before, 11 ok" in capsys.readouterr().err
+    records = read_jsonl(cut / "results.jsonl")
+    assert len({tuple(r[k] for k in ("rate", "defense", "optimizer", "seed")) for r in records}) == len(records) == 16
+    for out in (whole, cut):
+        assert main(["report", str(out), "--no-plots"]) == 0
+    assert (cut / "accuracy.csv").read_text() == (whole / "accuracy.csv").read_text()
+
+
+def test_a_failing_cell_is_recorded_and_the_run_goes_on(tiny: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from kces.bench import defenses
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("jaccard exploded\non two lines")
+
+    monkeypatch.setattr(defenses, "jaccard_prune", broken)
+    out = tmp_path / "run"
+    grid = ("--attacks", "dice", "--rates", "0.1", "--defenses", "none,jaccard,kces", "--seeds", "2")
+    assert bench(tiny, out, *grid) == 1
+    records = read_jsonl(out / "results.jsonl")
+    assert [r["status"] for r in records] == ["ok", "error", "ok"] * 2
+    assert records[1]["error"] == "RuntimeError: jaccard exploded on two lines"
+    assert "2 failed" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert bench(tiny, out, *grid, "--resume") == 0  # only the failed cells run again
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 8 and [r["status"] for r in records[6:]] == ["ok", "ok"]
+    assert main(["report", str(out), "--no-plots"]) == 0
+    assert "Failed cells" not in (out / "report.md").read_text()
+
+
+def test_skipped_cells_and_model_defences(tmp_path: Path) -> None:
+    pytest.importorskip("deeprobust")
+    featureless = write_tiny_npz(tmp_path / "blogs.npz", features=False)
+    out = tmp_path / "run"
+    code = bench(featureless, out, "--attacks", "random", "--rates", "0.1", "--defenses",
+                 "jaccard,kces+svd,rgcn,kces+prognn", "--models", "gcn,gat", "--seeds", "1", "--svd-rank", "8",
+                 "--with-prognn")
+    assert code == 0
+    status = {(r["defense"], r["model"]): r for r in read_jsonl(out / "results.jsonl")}
+    assert status["jaccard", "gcn"]["status"] == "skipped" and "features" in status["jaccard", "gcn"]["reason"]
+    assert status["rgcn", "gat"]["status"] == "skipped" and status["kces+svd", "gat"]["status"] == "skipped"
+    for defense in ("kces+svd", "rgcn", "kces+prognn"):
+        assert status[defense, "gcn"]["status"] == "ok" and 0 <= status[defense, "gcn"]["accuracy"] <= 1
+    assert status["kces+svd", "gcn"]["pruned"] is not None and status["rgcn", "gcn"]["pruned"] is None
+
+
+def test_sanitize_pyg_data(tmp_path: Path, capsys) -> None:
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
+
+    rng = np.random.default_rng(1)
+    edge_index = to_undirected(torch.from_numpy(rng.integers(0, 40, (2, 120))))
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    y = torch.from_numpy(rng.integers(0, 2, 40))
+    data = Data(x=torch.randn(40, 8) + y[:, None], edge_index=edge_index, y=y, name="toy",
+                edge_attr=torch.arange(edge_index.shape[1], dtype=torch.float32))
+    torch.save(data, tmp_path / "in.pt")
+    assert main(["sanitize", str(tmp_path / "in.pt"), str(tmp_path / "out.pt"), "--ratio", "0.2", "--seed", "3"]) == 0
+    out = load_pyg(tmp_path / "out.pt")  # weights_only=True
+    assert out.name == "toy" and "train_mask" not in out and torch.equal(out.x, data.x)
+    assert 0 < out.edge_index.shape[1] < data.edge_index.shape[1]
+    columns = {tuple(c) for c in data.edge_index.T.tolist()}
+    assert all(tuple(c) in columns for c in out.edge_index.T.tolist())
+    kept = out.edge_attr.long()  # the original column numbers: edge attributes follow their edges
+    assert torch.equal(data.edge_index[:, kept], out.edge_index)
+
+
+def _one_line_error(capsys, command: str) -> str:
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"kces {command}: error: ") and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--datasets", "nope"], "unknown dataset 'nope'"),
+    (["--attacks", "meta,nope"], "unknown attack 'nope'"),
+    (["--defenses", "none,nope"], "unknown defence 'nope'"),
+    (["--defenses", "rgcn+kces"], "must come last"),
+    (["--defenses", "prognn"], "--with-prognn"),
+    (["--models", "gcm"], "unknown model 'gcm'"),
+    (["--optimizers", "sgd"], "unknown optimizer 'sgd'"),
+    (["--rates", "0,1.5"], "rate 1.5 is outside [0, 1]"),
+    (["--rates", "-0.1"], "rate -0.1 is outside [0, 1]"),
+    (["--rates", "0.1,x"], "expected comma-separated numbers"),
+    (["--seeds", "0"], "seeds must be >= 1"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--models", ","], "no models given"),
+    (["--attacks", "meta"], "meta needs the pre-perturbed Pro-GNN graphs"),
+    (["--svd-rank", "100", "--defenses", "svd"], "svd rank 100"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_bench_bad_arguments(tiny: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--datasets", str(tiny), "--attacks", "dice", "--out", str(out), *args])
+    assert exit_.value.code == 2
+    assert message in _one_line_error(capsys, "bench")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"not a zip file at all", "cannot read it as .npz"),
+    ("no labels", "no array labels"),
+])
+def test_bench_unreadable_or_malformed_dataset(tmp_path: Path, capsys, content, message) -> None:
+    path = tmp_path / "graph.npz"
+    if content == "no labels":
+        write_tiny_npz(path, labels=False)
+    elif content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--datasets", str(path), "--attacks", "dice", "--out", str(out)])
+    assert exit_.value.code == 2 and message in _one_line_error(capsys, "bench") and not out.exists()
+
+
+def test_missing_preperturbed_file(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--datasets", "cora", "--attacks", "meta", "--rates", "0,0.3", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert "no pre-perturbed meta graph of cora at rate 0.3" in _one_line_error(capsys, "bench")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("make_input, output, message", [
+    (lambda p: None, "out.npz", "does not exist"),
+    (lambda p: p.write_bytes(b"garbage"), "out.npz", "cannot read it as .npz"),
+    (lambda p: write_tiny_npz(p, labels=False), "out.npz", "no array labels"),
+    (lambda p: write_tiny_npz(p), "out.pt", "OUTPUT must have the input's format"),
+    (lambda p: write_tiny_npz(p), "missing/out.npz", "does not exist"),
+    (lambda p: write_tiny_npz(p), "out.npz --ratio 2", "ratio must be a number in [0, 1]"),
+])
+def test_sanitize_bad_input(tmp_path: Path, capsys, make_input, output: str, message: str) -> None:
+    source = tmp_path / "in.npz"
+    make_input(source)
+    target, *options = output.split()
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(source), str(tmp_path / target), *options])
+    assert exit_.value.code == 2 and message in _one_line_error(capsys, "sanitize")
+    assert not (tmp_path / target).exists() and [p.name for p in tmp_path.iterdir()] in ([], ["in.npz"])
+
+
+def test_sanitize_pt_that_is_not_a_graph(tmp_path: Path, capsys) -> None:
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "in.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(tmp_path / "in.pt"), str(tmp_path / "out.pt")])
+    assert exit_.value.code == 2 and "expected a torch_geometric.data.Data" in _one_line_error(capsys, "sanitize")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_report_bad_input(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path)])
+    assert exit_.value.code == 2 and "results.jsonl does not exist" in _one_line_error(capsys, "report")
+    (tmp_path / "results.jsonl").write_text('{"dataset": "x"}\n{}\n')
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path)])
+    assert "line 1 is not a results record" in _one_line_error(capsys, "report")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]
+
+
+def test_help_on_every_command(capsys) -> None:
+    for command in ([], ["demo"], ["sanitize"], ["bench"], ["report"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0 and "usage: kces" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
+def test_sanitize_raw_nettack_file_keeps_object_arrays(tmp_path: Path, capsys) -> None:
+    source = SHARED / "npz" / "cora.npz"  # directed adjacency, object arrays idx_to_node / idx_to_class
+    assert main(["sanitize", str(source), str(tmp_path / "cora.npz")]) == 0
+    with zipfile.ZipFile(source) as before, zipfile.ZipFile(tmp_path / "cora.npz") as after:
+        for name in ("idx_to_node.npy", "idx_to_class.npy", "attr_data.npy", "labels.npy"):
+            assert before.read(name) == after.read(name)
+    with np.load(source) as before, np.load(tmp_path / "cora.npz") as after:
+        assert after["adj_indices"].dtype == before["adj_indices"].dtype
+        assert 0 < after["adj_data"].size < before["adj_data"].size
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
+def test_real_metattack_cell_matches_gcn_accuracy(tmp_path: Path) -> None:
+    from kces.data import load_graph
+    from kces.evaluate import gcn_accuracy
+
+    out = tmp_path / "run"
+    assert main(["bench", "--datasets", "cora", "--attacks", "meta", "--rates", "0.05", "--defenses", "none",
+                 "--seeds", "1", "--out", str(out)]) == 0
+    (record,) = read_jsonl(out / "results.jsonl")
+    expected = gcn_accuracy(load_graph("cora", "meta", 0.05), seed=0)
+    assert record["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert record["accuracy"] == pytest.approx(0.7530180811882019, abs=1e-6)  # benchmarks/results, seed 0
