@@ -4,6 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -99,6 +102,28 @@ def test_resume_after_interruption_gives_the_same_table(tiny: Path, tmp_path: Pa
     for out in (whole, cut):
         assert main(["report", str(out), "--no-plots"]) == 0
     assert (cut / "accuracy.csv").read_text() == (whole / "accuracy.csv").read_text()
+
+
+def test_resume_after_sigkill_gives_the_same_table(tiny: Path, tmp_path: Path) -> None:
+    """A real ``kces bench`` process killed (SIGKILL) mid-run, then resumed."""
+    grid = ("--attacks", "dice", "--rates", "0.1", "--defenses", "none,kces", "--optimizers", "adam,muon",
+            "--seeds", "3", "--epochs", "100")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert bench(tiny, whole, *grid) == 0
+    command = [sys.executable, "-m", "kces", "bench", "--datasets", str(tiny), "--out", str(killed), *grid]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results, deadline = killed / "results.jsonl", time.monotonic() + 120
+    while not (results.is_file() and results.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    written = results.read_text().count("\n")
+    assert 2 <= written < 12, "the run was not interrupted mid-grid"
+    assert subprocess.run([*command, "--resume"], capture_output=True, timeout=300).returncode == 0
+    assert len(read_jsonl(results)) == 12
+    for out in (whole, killed):
+        assert main(["report", str(out), "--no-plots"]) == 0
+    assert (killed / "accuracy.csv").read_text() == (whole / "accuracy.csv").read_text()
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tiny: Path, tmp_path: Path, monkeypatch, capsys) -> None:
