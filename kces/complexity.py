@@ -72,13 +72,13 @@ def primal_complexity(phi_gram: Tensor, phi_labels: Tensor, label_norm: Tensor, 
     return ((label_norm.double() - fitted) / lam).to(phi_gram.dtype)
 
 
-def resolve_form(form: Form, num_nodes: int, width: int, kernel: str) -> str:
+def resolve_form(form: Form, num_nodes: int, d: int, kernel: str) -> str:
     """``"dual"`` or ``"primal"``: ``form``, or for ``"auto"`` the cheaper side for |S| =
-    ``num_nodes`` rows of ``width`` features (NTK: dual up to :data:`NTK_DUAL_MAX` rows)."""
+    ``num_nodes`` rows of ``Z`` with ``d`` features (NTK: dual up to :data:`NTK_DUAL_MAX` rows)."""
     if form != "auto":
         return form
     if kernel == "linear":
-        return "dual" if num_nodes <= width else "primal"
+        return "dual" if num_nodes <= d else "primal"
     return "dual" if num_nodes <= NTK_DUAL_MAX else "primal"
 
 
@@ -141,7 +141,7 @@ def kc_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, 
 def _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_features, seed,
                         max_memory) -> Tensor:
     """``∂GKC/∂w_e · w_e`` computed on the K-hop region of ``nodes`` only; 0 outside it."""
-    solved = resolve_form(form, nodes.numel(), x.shape[1] if kernel == "linear" else random_features, kernel)
+    solved = resolve_form(form, nodes.numel(), x.shape[1], kernel)
     with torch.enable_grad():
         region, weight, z_s = region_rows(x, edges, nodes, k, kernel, random_features, solved, max_memory)
         total = complexity(z_s, labels, kernel=kernel, lam=lam, form=solved,

@@ -84,21 +84,25 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, inp
     return model
 
 
+def graph_tensors(graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense (n, d) features, (n,) labels, and the training and validation indices of ``graph``."""
+    return (torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
+            torch.from_numpy(graph.idx_train), torch.from_numpy(graph.idx_val))
+
+
 def train_gcn(graph: Graph, epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
               hidden: int = 16) -> tuple[DenseGCN, torch.Tensor, torch.Tensor]:
     """A GCN trained on ``graph.adj`` as DeepRobust's ``GCN.fit(..., idx_val)`` from the current
     random state: Adam on all parameters and the best validation epoch. Returns the model (eval
     mode), the (n, d) features and the normalised adjacency (dense above :data:`DENSE_FILL`)."""
-    x = torch.from_numpy(graph.features.toarray())
-    y = torch.from_numpy(graph.labels)
+    x, y, idx_train, idx_val = graph_tensors(graph)
     adj_norm = normalized_adjacency(graph.adj)
     if graph.adj.nnz > DENSE_FILL * graph.adj.shape[0] ** 2:
         adj_norm = adj_norm.to_dense()
     model = DenseGCN(x.shape[1], hidden, int(y.max()) + 1)
     model.reset_parameters()  # DeepRobust's fit() re-initialises the new model: same random stream
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    fit(model, opt, x, (adj_norm,), y, torch.from_numpy(graph.idx_train), torch.from_numpy(graph.idx_val), epochs,
-        loss=F.nll_loss)
+    fit(model, opt, x, (adj_norm,), y, idx_train, idx_val, epochs, loss=F.nll_loss)
     return model, x, adj_norm
 
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch_geometric.utils import from_scipy_sparse_matrix
 
 import optim
 
 from ..data import Graph
-from ..evaluate import fit, train_gcn
+from ..evaluate import fit, graph_tensors, train_gcn
 
 MODELS = ("gcn", "gat")
 OPTIMIZERS = ("adam", *optim.OPTIMIZERS)
@@ -66,24 +66,12 @@ def build_optimizer(name: str, model_name: str, model: nn.Module) -> Optimizer:
                                  adamw_lr=OTHER_LR, adamw_weight_decay=STEP_DECAY / OTHER_LR, **extra)
 
 
-def edge_index_of(adj: sp.spmatrix) -> Tensor:
-    """(2, E) int64 ``edge_index`` of the non-zeros of ``adj`` (both directions of each edge)."""
-    coo = sp.coo_matrix(adj)
-    return torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-
-
-def _tensors(graph: Graph) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Dense (n, d) features, (n,) labels, training and validation indices."""
-    return (torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
-            torch.from_numpy(graph.idx_train), torch.from_numpy(graph.idx_val))
-
-
 def train_pyg(graph: Graph, model_name: str, optimizer_name: str, epochs: int) -> tuple[nn.Module, Tensor, tuple]:
     """PyG ``model_name`` trained with ``optimizer_name`` on ``graph`` from the current random
     state; returns the model (eval mode), the dense (n, d) features and its structure inputs."""
-    x, y, train, val = _tensors(graph)
+    x, y, train, val = graph_tensors(graph)
     model = build_model(model_name, x.shape[1], int(y.max()) + 1)
-    inputs = (edge_index_of(graph.adj),)
+    inputs = (from_scipy_sparse_matrix(graph.adj)[0],)
     return fit(model, build_optimizer(optimizer_name, model_name, model), x, inputs, y, train, val, epochs), x, inputs
 
 

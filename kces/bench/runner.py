@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch_geometric.utils import from_scipy_sparse_matrix
 from tqdm import tqdm
 
 from ..data import Graph, edge_difference
@@ -34,7 +35,7 @@ from .datasets import Dataset, load_dataset
 from .defenses import (MODEL_DEFENSES, SVD_RANK, apply_edge_stages, model_defense_accuracy, parse_defense,
                        skip_reason)
 from ..files import atomic_write, error_line
-from .models import EPOCHS, MODELS, OPTIMIZERS, accuracy, edge_index_of, seed_everything
+from .models import EPOCHS, MODELS, OPTIMIZERS, accuracy, seed_everything
 
 RESULTS = "results.jsonl"
 KEY_FIELDS = ("dataset", "attack", "rate", "defense", "model", "optimizer", "seed")
@@ -202,7 +203,7 @@ def save_scores(path: Path, graph: Graph, cell: Cell) -> None:
     ``adversarial`` (m,) bool, and ``dataset``/``attack``/``rate``/``seed`` scalars."""
     from ..sanitize import kc_scores
 
-    edge_index = edge_index_of(graph.adj)
+    edge_index = from_scipy_sparse_matrix(graph.adj)[0]
     scores = kc_scores(edge_index, torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
                        torch.from_numpy(graph.idx_train), num_nodes=graph.num_nodes).cpu().numpy()
     upper = (edge_index[0] < edge_index[1]).numpy()
