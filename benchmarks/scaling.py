@@ -1,5 +1,5 @@
 """Scaling study (issue 5): KC scoring against a GCN forward+backward pass and Jaccard pruning
-on synthetic SBM graphs (``kces.synthetic.sbm_graph``: 4 classes, homophily 0.8, 10% labelled).
+on synthetic SBM graphs (``kces.experiments.synthetic.sbm_graph``: 4 classes, homophily 0.8, 10% labelled).
 
 For every size, in the same run: generating the graph; the graph alone held in memory (the
 baseline); ``kces.kc_scores`` (default call); one forward+backward pass of a 2-layer PyG GCN
@@ -41,7 +41,7 @@ from torch import Tensor
 from torch_geometric.nn.models import GCN
 
 import kces
-from kces.synthetic import sbm_graph
+from kces.experiments.synthetic import sbm_graph
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("graph", "baseline", "kc", "gcn", "jaccard", "dense", "distributed")
@@ -139,7 +139,7 @@ def dense_reference(x, y, edge_index, train_mask, args, scores_file: Path) -> di
     labelled = int(train_mask.sum())
     if labelled > args.dense_max_labelled:
         return {"skipped": f"|S| = {labelled} > --dense-max-labelled {args.dense_max_labelled}"}
-    seconds, runs, reference = best_time(lambda: kces.kc_scores(edge_index, x, y, train_mask, form="dual"),
+    seconds, runs, reference = best_time(lambda: kces.kc_scores(edge_index, x, y, train_mask, complexity=dict(form="dual")),
                                          args.repeats)
     record = {"time_s": seconds, "runs": runs, "peak_rss_gb": peak_rss_gb()}
     if scores_file.exists():
@@ -258,7 +258,7 @@ def report(result: dict) -> str:
         f"{m['cores']} cores, torch {m['torch']}; 1-min load average {m['load'][0]:.2f}–{m['load'][1]:.2f} "
         "at the start of the measurements (the machine is shared: timings are noisy).",
         "",
-        f"SBM graphs (`kces.synthetic.sbm_graph`): 4 classes, average degree 10, homophily 0.8, "
+        f"SBM graphs (`kces.experiments.synthetic.sbm_graph`): 4 classes, average degree 10, homophily 0.8, "
         f"d = {result['feature_dim']}, 10% labelled (|S|), seed 0. GCN hidden {result['hidden']}. "
         "Cells: best time of up to "
         f"{result['repeats']} runs after a warm-up / absolute peak RSS of the process that ran it "

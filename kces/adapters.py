@@ -1,15 +1,26 @@
-"""Faces for scipy/DeepRobust adjacency matrices and networkx graphs."""
+"""Faces for scipy/DeepRobust adjacency matrices and networkx graphs (networkx is imported
+only by :func:`sanitize_networkx`)."""
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Mapping
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch_geometric.utils import from_scipy_sparse_matrix
 
-from .data import edge_difference
-from .sanitize import sanitize
+from .options import Complexity, Pruning
+from .functional import sanitize
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def edge_difference(adj: sp.spmatrix, other: sp.spmatrix) -> np.ndarray:
+    """Undirected edges (i < j) present in ``adj`` and absent from ``other``, as (m, 2) int64."""
+    diff = sp.triu((sp.csr_matrix(adj) != 0).astype(np.int8) - (sp.csr_matrix(other) != 0).astype(np.int8), k=1).tocoo()
+    keep = diff.data > 0
+    return np.stack([diff.row[keep], diff.col[keep]], axis=1).astype(np.int64)
 
 
 def _default_device(device: Any) -> torch.device:
@@ -29,13 +40,13 @@ def _dense_features(features: Any) -> torch.Tensor | None:
     return torch.as_tensor(np.asarray(features, dtype=np.float32))
 
 
-def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *, device: Any = None,
-                 **options: Any) -> Any:
+def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *, pruning: Pruning | Mapping[str, Any] | None = None,
+                 complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
     """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
     pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
     numpy). ``features`` (n, d) scipy/numpy/torch or None (identity); ``labels`` (n,);
-    ``idx_train`` training node indices. ``options`` as :func:`kces.sanitize`. Dense Gram
-    work runs on CUDA when available unless ``device`` says otherwise.
+    ``idx_train`` training node indices; ``pruning``/``complexity`` as :func:`kces.sanitize`.
+    Dense Gram work runs on CUDA when available unless ``device`` says otherwise.
     """
     if isinstance(adj, torch.Tensor):
         raise TypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
@@ -46,26 +57,30 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *, device
     if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
         raise ValueError(f"adj must be square, got shape {adj.shape}")
     coo = sp.coo_matrix(adj)
-    keep_nonzero = coo.data != 0
-    row, col, data = coo.row[keep_nonzero], coo.col[keep_nonzero], coo.data[keep_nonzero]
-    edge_index = torch.from_numpy(np.vstack([row, col]).astype(np.int64))
-    weight = torch.from_numpy(data.astype(np.float32))
+    stored = coo.data != 0
+    row, col, data = coo.row[stored], coo.col[stored], coo.data[stored]
+    edge_index, weight = from_scipy_sparse_matrix(sp.coo_matrix((data, (row, col)), shape=adj.shape))
     unweighted = bool(np.all(data == 1))
     result = sanitize(edge_index, _dense_features(features), torch.as_tensor(np.asarray(labels), dtype=torch.long),
                       torch.as_tensor(np.asarray(idx_train), dtype=torch.long), num_nodes=adj.shape[0],
-                      edge_weight=None if unweighted else weight, device=_default_device(device), **options)
+                      edge_weight=None if unweighted else weight.float(), device=_default_device(device),
+                      pruning=pruning, complexity=complexity)
     mask = result.edge_mask.cpu().numpy()
     out = sp.csr_matrix((data[mask], (row[mask], col[mask])), shape=adj.shape, dtype=adj.dtype)
     return out if sparse_in else out.toarray()
 
 
 def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, train_nodes: Iterable[Hashable], *,
-                      features: Any = None, device: Any = None, **options: Any) -> nx.Graph:
+                      features: Any = None, pruning: Pruning | Mapping[str, Any] | None = None,
+                      complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> nx.Graph:
     """KCES on an undirected networkx graph; returns a copy without the pruned edges (all node,
     edge and graph attributes kept). ``labels``: node → label mapping or the name of a node
     attribute (only training nodes need one); ``features``: (n, d) rows in ``graph.nodes``
-    order, or None for identity features; edge attribute ``weight`` is honoured.
+    order, or None for identity features; edge attribute ``weight`` is honoured;
+    ``pruning``/``complexity`` as :func:`kces.sanitize`.
     """
+    import networkx as nx
+
     if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
         raise TypeError("sanitize_networkx needs an undirected simple nx.Graph "
                         "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
@@ -80,7 +95,7 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
             y[position[node]] = int(label)
     adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr")
     sanitized = sanitize_adj(sp.csr_matrix(adj), features, y, np.asarray(train, dtype=np.int64),
-                             device=device, **options)
+                             pruning=pruning, complexity=complexity, device=device)
     # remove only the edges KCES pruned: a zero-weight edge is no edge of ``adj``, never scored
     out = graph.copy()
     out.remove_edges_from([(nodes[i], nodes[j]) for i, j in edge_difference(adj, sanitized)])

@@ -13,11 +13,16 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, SVD_RANK
+
+if TYPE_CHECKING:
+    from .options import Complexity, Pruning
 
 BENCH_EXAMPLE = """example (the committed report):
   kces bench --datasets cora,citeseer,polblogs --attacks meta --rates 0,0.05,0.1,0.15,0.2,0.25 \\
-             --defenses none,kces,jaccard,svd,kces+jaccard --models gcn --optimizers adam \\
+             --defences none,kces,jaccard,svd,kces+jaccard --models gcn --optimizers adam \\
              --seeds 5 --out benchmarks/results/report
   kces report benchmarks/results/report"""
 
@@ -58,11 +63,6 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> ArgumentParser:
-    from .bench.attacks import ATTACKS
-    from .bench.datasets import NAMED
-    from .bench.defenses import DEFENSES, SVD_RANK
-    from .bench.models import MODELS, OPTIMIZERS
-
     cmd = commands.add_parser(
         "bench", help="run an attack/defence grid into OUT/results.jsonl (resumable)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=BENCH_EXAMPLE,
@@ -70,14 +70,14 @@ def _add_bench(commands: argparse._SubParsersAction) -> ArgumentParser:
         "its result to OUT/results.jsonl as soon as it ends (--resume continues an interrupted run).\n"
         "Rate 0 is the clean graph; accuracy is on the test split (nettack: its target nodes).")
     cmd.add_argument("--datasets", type=_names, default=["cora"],
-                     help=f"comma-separated: {', '.join(NAMED)} or paths to .npz files (default cora)")
+                     help=f"comma-separated: {', '.join(DATASETS)} or paths to .npz files (default cora)")
     cmd.add_argument("--attacks", type=_names, default=["meta"], help=f"{', '.join(ATTACKS)} (default meta)")
     cmd.add_argument("--rates", type=_numbers, default=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
                      help="shares of edges perturbed, in [0, 1] (default 0,0.05,0.1,0.15,0.2,0.25)")
     cmd.add_argument("--nettack-perturbations", type=_numbers, default=[1, 2, 3, 4, 5],
                      help="nettack's rates: perturbations per target node (default 1,2,3,4,5)")
-    cmd.add_argument("--defenses", type=_names, default=["none", "kces"],
-                     help=f"{', '.join(DEFENSES)}, or chains such as kces+jaccard (default none,kces)")
+    cmd.add_argument("--defences", type=_names, default=["none", "kces"],
+                     help=f"{', '.join(DEFENCES)}, or chains such as kces+jaccard (default none,kces)")
     cmd.add_argument("--models", type=_names, default=["gcn"], help=f"{', '.join(MODELS)} (default gcn)")
     cmd.add_argument("--optimizers", type=_names, default=["adam"], help=f"{', '.join(OPTIMIZERS)} (default adam)")
     cmd.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per cell (default 5)")
@@ -115,15 +115,13 @@ def _add_demo(commands: argparse._SubParsersAction) -> ArgumentParser:
 def _demo(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     if args.seeds < 1:
         fail("--seeds must be >= 1")
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     run_demo(args.seeds)
     return 0
 
 
 def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
-    from .files import sanitize_npz, sanitize_pt
-
     suffix = args.input.suffix
     if suffix not in (".npz", ".pt"):
         fail(f"INPUT must be a .npz or .pt file, got {args.input}")
@@ -137,10 +135,12 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail(f"the directory of OUTPUT, {args.output.parent}, does not exist")
     if not 0 < args.train_ratio <= 1:
         fail(f"--train-ratio must be in (0, 1], got {args.train_ratio}")
-    options = {"k": args.k, **({"ratio": args.ratio} if args.ratio is not None else {})}
+    from .options import Complexity, Pruning
+
+    pruning, complexity = Pruning(ratio=args.ratio), Complexity(k=args.k)
     start = time.perf_counter()
     before, after = (sanitize_npz if suffix == ".npz" else sanitize_pt)(args.input, args.output, args.seed,
-                                                                        args.train_ratio, options)
+                                                                        args.train_ratio, pruning, complexity)
     print(f"kces sanitize: {args.input} -> {args.output}: {before} -> {after} undirected edges "
           f"({before - after} pruned) in {time.perf_counter() - start:.2f} s")
     return 0
@@ -149,7 +149,7 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
 def _bench(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     import torch
 
-    from .bench.runner import RESULTS, ResultsLog, finished, make_plan, read_results, run
+    from .experiments.runner import RESULTS, execute, make_plan
 
     if args.threads < 1:
         fail(f"--threads must be >= 1, got {args.threads}")
@@ -159,28 +159,23 @@ def _bench(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     if results.exists() and not args.resume:
         fail(f"{results} already exists: pass --resume to continue it, or choose another --out")
     plan = make_plan(datasets=args.datasets, attacks=args.attacks, rates=args.rates,
-                     nettack_perturbations=args.nettack_perturbations, defenses=args.defenses,
+                     nettack_perturbations=args.nettack_perturbations, defences=args.defences,
                      models=args.models, optimizers=args.optimizers, seeds=args.seeds, out=args.out,
                      cache=args.cache, epochs=args.epochs, svd_rank=args.svd_rank,
                      with_prognn=args.with_prognn, data_root=args.data_root)
-    records, keep = read_results(results) if results.exists() else ([], None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = ResultsLog(results, keep)
     torch.set_num_threads(args.threads)
     try:
-        counts = run(plan, finished(records), log)
+        counts = execute(plan)
     except KeyboardInterrupt:
         print(f"kces bench: interrupted; finished cells are in {results}: rerun with --resume", file=sys.stderr)
         return 130
-    finally:
-        log.close()
     print(f"kces bench: {len(plan.cells)} cells: {counts['done before']} done before, {counts['ok']} ok, "
           f"{counts['skipped']} skipped, {counts['error']} failed; results in {results}", file=sys.stderr)
     return 1 if counts["error"] else 0
 
 
 def _report(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
-    from .bench.report import check_report_dir, write_report
+    from .experiments.report import check_report_dir, write_report
 
     if not args.directory.is_dir():
         fail(f"{args.directory} is not a directory")
@@ -188,6 +183,52 @@ def _report(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     written = write_report(args.directory, records, plots=not args.no_plots)
     print(f"kces report: wrote {len(written)} files into {args.directory} (see {args.directory / 'report.md'})")
     return 0
+
+
+def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
+                 complexity: Complexity) -> tuple[int, int]:
+    """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
+
+    A directed input is scored as its undirected version; a pruned edge {i, j} loses both
+    (i, j) and (j, i); self-loops, weights and order of the kept entries stay. Without
+    ``idx_train`` a seeded ``train_ratio`` split of the labelled nodes is used. Returns the
+    undirected edge counts (before, after)."""
+    from .adapters import edge_difference, sanitize_adj
+    from .formats import random_split, read_npz, undirected, write_npz_without
+
+    adj, features, labels, split = read_npz(src)
+    graph = undirected(adj)
+    train = split["idx_train"] if "idx_train" in split else random_split(labels, seed, train_ratio, 0.0)[0]
+    sanitized = sanitize_adj(graph, features, labels, train, pruning=pruning, complexity=complexity)
+    pruned = edge_difference(graph, sanitized)
+    write_npz_without(src, dst, adj, pruned)
+    return graph.nnz // 2, graph.nnz // 2 - len(pruned)
+
+
+def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
+                complexity: Complexity) -> tuple[int, int]:
+    """KCES (the PyG transform) on a saved ``Data``; writes ``dst`` with all attributes kept and
+    edge-level ones following the kept edges. Without ``train_mask`` a seeded ``train_ratio``
+    split of the labelled nodes is used (and not stored). Returns the edge counts (before,
+    after), undirected."""
+    import torch
+
+    from .formats import atomic_write, load_pyg, random_split
+    from .transform import KCES
+
+    data = load_pyg(src)
+    if not isinstance(getattr(data, "y", None), torch.Tensor) or data.y.dim() != 1:
+        raise ValueError(f"{src}: the Data needs node labels y of shape (num_nodes,)")
+    work = data
+    if getattr(data, "train_mask", None) is None:
+        work = data.clone()
+        work.train_mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+        work.train_mask[torch.from_numpy(random_split(data.y.numpy(), seed, train_ratio, 0.0)[0])] = True
+    out = KCES(pruning, complexity)(work)
+    if work is not data:
+        del out.train_mask
+    atomic_write(dst, lambda f: torch.save(out, f))
+    return data.edge_index.shape[1] // 2, out.edge_index.shape[1] // 2
 
 
 def build_parser() -> ArgumentParser:

@@ -21,20 +21,15 @@ Engines for the KC scores, all on the device of ``x``:
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 from torch_geometric.utils import k_hop_subgraph
 
-from .graph import Region, UndirectedEdges, gcn_propagate, khop_region
+from .graph import Region, UndirectedEdges, gcn_norm, gcn_propagate, khop_region, positions
 from .kernels import KERNELS, ntk_random_features
 from .memory import check_memory
+from .options import Complexity, Form
 
-Engine = Literal["exact", "first_order", "woodbury"]
-ENGINES = ("exact", "first_order", "woodbury")
-Form = Literal["auto", "dual", "primal"]
-FORMS = ("auto", "dual", "primal")
 NTK_DUAL_MAX = 4096
 """``form="auto"`` with the NTK kernel solves exactly (dual) up to this many labelled nodes,
 and through ``random_features`` NTK random features above."""
@@ -116,24 +111,23 @@ def graph_kernel_complexity(x: Tensor, edges: UndirectedEdges, nodes: Tensor, la
                       random_features=random_features, seed=seed)
 
 
-def kc_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, *, k: int = 1,
-              kernel: str = "linear", lam: float = 1e-2, engine: Engine = "first_order",
-              form: Form = "auto", random_features: int = 4096, seed: int = 0,
-              max_memory: int | None = None) -> Tensor:
+def pair_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, options: Complexity,
+                seed: int = 0) -> Tensor:
     """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device.
 
-    ``form``/``random_features``/``seed``: see :func:`complexity` (``first_order`` only; the
-    reference engines solve the dual exactly). ``max_memory``: bytes the ``first_order``
-    scoring may use (default: what the device has free); a larger estimate raises
-    ``MemoryError`` before anything big is allocated.
+    x: (n, d) features; nodes: (|S|,) labelled node ids; labels: (|S|, C) from
+    :func:`label_matrix`. ``options.form``/``random_features`` and ``seed`` (of the NTK random
+    features) apply to the ``first_order`` engine; the reference engines solve the dual
+    exactly. ``options.max_memory``: bytes the ``first_order`` scoring may use (default: what
+    the device has free); a larger estimate raises ``MemoryError`` before anything big is
+    allocated. (``options.centre`` is read where ``labels`` are built.)
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-    if engine == "first_order":
-        return _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_features, seed,
-                                   max_memory)
+    k, kernel, lam = options.k, options.kernel, options.lam
+    if options.engine == "first_order":
+        return _first_order_scores(x, edges, nodes, labels, k, kernel, lam, options.form, options.random_features,
+                                   seed, options.max_memory)
     with torch.no_grad():
-        if engine == "exact":
+        if options.engine == "exact":
             return _exact_scores(x, edges, nodes, labels, k, kernel, lam)
         return _woodbury_scores(x, edges, nodes, labels, k, kernel, lam)
 
@@ -204,7 +198,7 @@ def _woodbury_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:
     ``M⁻¹ = [[D_RR, I], [I, 0]]``, so with ``A = H⁻¹Y`` and ``U = [D P]``:
     ``GKC' = GKC − trace((UᵀA)ᵀ (M⁻¹ + UᵀH⁻¹U)⁻¹ (UᵀA))``.
     """
-    n = x.shape[0]
+    n, m = x.shape[0], edges.num_edges
     device = x.device
     pairs = edges.pairs.to(device)
     weight = edges.weight.to(device=device, dtype=x.dtype)
@@ -213,11 +207,10 @@ def _woodbury_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:
     z_s = z[nodes]
     h_inv = torch.linalg.inv(gram(z_s, kernel, lam))
     a = h_inv @ labels
-    position = torch.full((n,), -1, dtype=torch.long, device=device)
-    position[nodes] = torch.arange(nodes.numel(), device=device)
+    position = positions(nodes, n)
     both = torch.cat([pairs, pairs.flip(0)], dim=1)
-    scores = torch.zeros(edges.num_edges, dtype=x.dtype, device=device)
-    for e in range(edges.num_edges):
+    scores = torch.zeros(m, dtype=x.dtype, device=device)
+    for e in range(m):
         # rows of Z that change when e is removed: nodes within k hops of its endpoints
         moved, _, _, _ = k_hop_subgraph(pairs[:, e], k, both, num_nodes=n)
         r_nodes = moved[position[moved] >= 0]
@@ -225,11 +218,10 @@ def _woodbury_scores(x, edges, nodes, labels, k, kernel, lam) -> Tensor:
             continue
         # (Â'^k X)[r_nodes] needs the k-hop ball around them, with degrees of the whole graph
         ball, ball_edges, _, edge_mask = k_hop_subgraph(r_nodes, k, both, num_nodes=n, relabel_nodes=True)
-        w_ball = torch.cat([weight, weight])[edge_mask].clone()
-        ball_global = ball[ball_edges]
-        w_ball[((ball_global[0] == pairs[0, e]) & (ball_global[1] == pairs[1, e]))
-               | ((ball_global[0] == pairs[1, e]) & (ball_global[1] == pairs[0, e]))] = 0
-        z_new = _propagate_in_ball(x, ball, ball_edges, w_ball, weight, pairs, e, k)
+        removed = weight.clone()
+        removed[e] = 0
+        self_norm, norm = gcn_norm(pairs, removed, n)
+        z_new = _propagate_in_ball(x[ball], ball_edges, self_norm[ball], norm.repeat(2)[edge_mask], k)
         z_r = z_new[torch.searchsorted(ball, r_nodes)]
         r = position[r_nodes]
         z_s_new = z_s.clone()
@@ -248,17 +240,12 @@ def _kernel_columns(kern, z_s: Tensor, r: Tensor) -> Tensor:
     return kern(torch.cat([z_s, z_s[r]]))[: z_s.shape[0], z_s.shape[0]:]
 
 
-def _propagate_in_ball(x, ball, ball_edges, w_ball, weight, pairs, removed, k) -> Tensor:
-    """``Â'^k X`` (rows unit-norm) on the relabelled ball, with ``Â'`` normalised by the
-    degrees of the whole graph minus edge ``removed``; ball_edges (2, E_b) directed."""
-    n = x.shape[0]
-    deg = torch.ones(n, dtype=x.dtype, device=x.device)
-    deg = deg.index_add(0, pairs[0], weight).index_add(0, pairs[1], weight)
-    deg[pairs[:, removed]] -= weight[removed]
-    inv_sqrt = deg[ball].rsqrt()
+def _propagate_in_ball(x_ball: Tensor, ball_edges: Tensor, self_norm: Tensor, norm: Tensor, k: int) -> Tensor:
+    """``Â'^k X`` (rows unit-norm) on a relabelled ball: ``x_ball`` (b, d), ``ball_edges`` (2, E_b)
+    directed, ``self_norm`` (b,) and ``norm`` (E_b,) the entries of ``Â'`` (:func:`kces.graph.gcn_norm`
+    of the whole graph)."""
     src, dst = ball_edges
-    norm = inv_sqrt[src] * w_ball * inv_sqrt[dst]
-    z = x[ball]
+    z = x_ball
     for _ in range(k):
-        z = (inv_sqrt[:, None] ** 2 * z).index_add(0, dst, norm[:, None] * z[src])
+        z = (self_norm[:, None] * z).index_add(0, dst, norm[:, None] * z[src])
     return torch.nn.functional.normalize(z, dim=1)

@@ -23,15 +23,18 @@ import datetime
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from .complexity import feature_map, label_matrix, primal_complexity, region_rows
-from .files import load_pyg
-from .sanitize import _prepare, check_options
+from .formats import load_pyg
+from .inputs import prepare
+from .options import Complexity, options
 
 
 def _all_reduce(tensor: Tensor, group, timeout: float) -> Tensor:
@@ -41,37 +44,40 @@ def _all_reduce(tensor: Tensor, group, timeout: float) -> Tensor:
 
 
 def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
-              num_nodes: int | None = None, edge_weight: Tensor | None = None, k: int = 1,
-              kernel: str = "linear", lam: float = 1e-2, centre: bool = True, random_features: int = 4096,
-              max_memory: int | None = None, device=None, group=None, timeout: float = 600.0) -> Tensor:
+              num_nodes: int | None = None, edge_weight: Tensor | None = None,
+              complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None, group=None,
+              timeout: float = 600.0) -> Tensor:
     """KC score of the edge in each column of ``edge_index``, computed by all ranks of ``group``.
 
     Call it on every rank of an initialised process group (gloo for CPU tensors, NCCL for CUDA)
-    with the same arguments, as :func:`kces.kc_scores` (``form="primal"``, first-order engine).
-    Returns (E,) on the compute device, the same on every rank. ``timeout``: seconds any
-    collective may wait before raising.
+    with the same arguments, as :func:`kces.kc_scores`; always the first-order engine in the
+    primal form (``complexity.engine`` must be ``"first_order"``, ``form`` ``"auto"`` or
+    ``"primal"``). Returns (E,) on the compute device, the same on every rank. ``timeout``:
+    seconds any collective may wait before raising.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("kces.distributed.kc_scores needs an initialised torch.distributed process group "
                            "(torch.distributed.init_process_group, or run under torchrun)")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    check_options(k=k, kernel=kernel, lam=lam, engine="first_order", form="primal",
-                  random_features=random_features, max_memory=max_memory)
-    problem = _prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
+    complexity = options(Complexity, complexity, "complexity")
+    if complexity.engine != "first_order" or complexity.form == "dual":
+        raise ValueError("kces.distributed scores with the first-order engine in the primal form; got "
+                         f"engine={complexity.engine!r}, form={complexity.form!r}")
+    problem = prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
     edges, x = problem.edges, problem.x
     if edges.num_edges == 0:
         return torch.zeros(0, device=x.device)
-    labels = label_matrix(problem.y[problem.train_nodes], problem.num_classes, centre, dtype=x.dtype)
+    labels = label_matrix(problem.y[problem.train_nodes], problem.num_classes, complexity.centre, dtype=x.dtype)
     shard = torch.tensor_split(torch.arange(problem.train_nodes.numel(), device=x.device),
                                dist.get_world_size(group))[dist.get_rank(group)]
     with torch.enable_grad():
-        region, weight, z_r = region_rows(x, edges, problem.train_nodes[shard], k, kernel, random_features,
-                                          "primal", max_memory)
-        phi = feature_map(z_r, kernel, random_features, seed=0)
+        region, weight, z_r = region_rows(x, edges, problem.train_nodes[shard], complexity.k, complexity.kernel,
+                                          complexity.random_features, "primal", complexity.max_memory)
+        phi = feature_map(z_r, complexity.kernel, complexity.random_features, seed=0)
         local = (phi.T @ phi, phi.T @ labels[shard])
         total = [_all_reduce(part.detach().clone(), group, timeout).requires_grad_(True) for part in local]
-        gkc = primal_complexity(total[0], total[1], (labels * labels).sum(), lam)
+        gkc = primal_complexity(total[0], total[1], (labels * labels).sum(), complexity.lam)
         slopes = torch.autograd.grad(gkc, total)
         surrogate = sum((slope * part).sum() for slope, part in zip(slopes, local))
         (grad,) = torch.autograd.grad(surrogate, weight, allow_unused=True)
@@ -98,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = torch.device("cuda", dist.get_rank() % torch.cuda.device_count()) if backend == "nccl" else None
         graph = load_pyg(args.input)
-        scores = kc_scores(graph.edge_index, graph.x, graph.y, graph.train_mask, k=args.k,
-                           kernel=args.kernel, lam=args.lam, device=device, timeout=args.timeout)
+        complexity = Complexity(k=args.k, kernel=args.kernel, lam=args.lam)
+        scores = kc_scores(graph.edge_index, graph.x, graph.y, graph.train_mask, complexity=complexity,
+                           device=device, timeout=args.timeout)
         if dist.get_rank() == 0:
             torch.save(scores.cpu(), args.output)
     except BaseException:

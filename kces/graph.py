@@ -132,6 +132,23 @@ class _SpMM(torch.autograd.Function):
         return grad_values, grad_z, None, None, None
 
 
+def positions(ids: Tensor, num_nodes: int) -> Tensor:
+    """(num_nodes,) int64: the position of every node in ``ids`` (r,) distinct, −1 for the others."""
+    position = torch.full((num_nodes,), -1, dtype=torch.long, device=ids.device)
+    position[ids] = torch.arange(ids.numel(), device=ids.device)
+    return position
+
+
+def gcn_norm(pairs: Tensor, weight: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """Entries of ``Â = D̃^-1/2 (A + I) D̃^-1/2`` for undirected ``pairs`` (2, m) with ``weight`` (m,):
+    the diagonal (n,) ``1/d̃_i`` and the edge entries (m,) ``w_ij / sqrt(d̃_i d̃_j)``, ``d̃ = 1 + Σ w``
+    (``torch_geometric.nn.conv.gcn_conv.gcn_norm`` on the pair list, without building it twice)."""
+    deg = torch.ones(num_nodes, dtype=weight.dtype, device=weight.device)
+    deg = deg.index_add(0, pairs[0], weight).index_add(0, pairs[1], weight)
+    inv_sqrt = deg.rsqrt()
+    return inv_sqrt * inv_sqrt, inv_sqrt[pairs[0]] * weight * inv_sqrt[pairs[1]]
+
+
 def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor | None = None) -> Tensor:
     """``Z = Â^k X`` with rows L2-normalised, ``Â = D̃^-1/2 (A + I) D̃^-1/2``.
 
@@ -141,14 +158,11 @@ def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor
     Memory is O(n·d + m): the sparse products run in CSR, never on (m, d) messages.
     """
     n = x.shape[0]
-    weight = weight.to(x.dtype)
+    self_norm, norm = gcn_norm(pairs, weight.to(x.dtype), n)
+    self_norm = self_norm[:, None]
     src = torch.cat([pairs[0], pairs[1]])
     dst = torch.cat([pairs[1], pairs[0]])
     pair_of = torch.arange(pairs.shape[1], device=x.device).repeat(2)
-    deg = torch.ones(n, dtype=x.dtype, device=x.device).index_add(0, pairs[0], weight).index_add(0, pairs[1], weight)
-    inv_sqrt = deg.rsqrt()
-    norm = inv_sqrt[pairs[0]] * weight * inv_sqrt[pairs[1]]  # (m,): Â is symmetric
-    self_norm = (inv_sqrt * inv_sqrt)[:, None]
     z = x
     if k > 1:
         crow, col, entry = _csr_structure(dst, src, n)
@@ -160,8 +174,7 @@ def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor
         out = self_norm * z + _SpMM.apply(norm[pair_of[entry]], z, crow, col, True)
         return torch.nn.functional.normalize(out, dim=1)
     target, back = torch.unique(rows, return_inverse=True)
-    position = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    position[target] = torch.arange(target.numel(), device=x.device)
+    position = positions(target, n)
     chosen = (position[dst] >= 0).nonzero().view(-1)  # entries of the rows asked for
     crow, col, entry = _csr_structure(position[dst[chosen]], src[chosen], target.numel())
     out = self_norm[target] * z[target] + _SpMM.apply(norm[pair_of[chosen[entry]]], z, crow, col, False)
@@ -205,6 +218,5 @@ def khop_region(pairs: Tensor, num_nodes: int, seeds: Tensor, k: int) -> Region:
     kept[seeds] = True
     kept[pairs[:, edges].reshape(-1)] = True
     nodes = kept.nonzero().view(-1)
-    position = torch.full((num_nodes,), -1, dtype=torch.long, device=pairs.device)
-    position[nodes] = torch.arange(nodes.numel(), device=pairs.device)
+    position = positions(nodes, num_nodes)
     return Region(nodes=nodes, edges=edges, pairs=position[pairs[:, edges]], position=position)

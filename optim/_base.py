@@ -42,25 +42,29 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def check_bool(name: str, value: Any) -> None:
-    """Raise ``ValueError`` unless ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
+def check_bool(name: str, value: Any, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a bool (or None, if allowed)."""
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        raise ValueError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
 
 
-def check_gradients(params: list[Tensor], check_finite: list[bool], owner: str) -> None:
+def check_gradients(params: list[Tensor], check_finite: list[bool | None], owner: str) -> None:
     """Refuse sparse, complex and (where asked) non-finite gradients, before anything is changed.
 
+    ``check_finite`` per parameter: True, False, or None for "only if the gradient is on the CPU".
     The finiteness test is one sum per gradient (a nan/inf entry makes the sum non-finite) and
     one host synchronisation for all ``params`` together; only when a sum is not finite are the
-    entries inspected, so a merely overflowing sum is not reported.
+    entries inspected, so a merely overflowing sum is not reported. On the CPU that costs one
+    pass over the gradients; on an accelerator the synchronisation also stalls the host until
+    the device catches up, which is why ``None`` (the default everywhere) skips it there.
     """
     for p in params:
         if p.grad.is_sparse:
             raise RuntimeError(f"{owner} does not support sparse gradients (parameter of shape {tuple(p.shape)})")
         if p.grad.is_complex():
             raise RuntimeError(f"{owner} does not support complex gradients (parameter of shape {tuple(p.shape)})")
-    checked = [p for p, check in zip(params, check_finite) if check]
+    checked = [p for p, check in zip(params, check_finite)
+               if check or (check is None and p.grad.device.type == "cpu")]
     if not checked:
         return
     sums = torch.stack([p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64 else torch.float32)
@@ -120,7 +124,7 @@ class MatrixOptimizer(Optimizer):
         check_number("momentum", merged["momentum"], high=1.0, high_open=True)
         check_number("weight_decay", merged["weight_decay"])
         check_bool("nesterov", merged["nesterov"])
-        check_bool("check_finite", merged["check_finite"])
+        check_bool("check_finite", merged["check_finite"], allow_none=True)
         self._check_group(merged)
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)

@@ -35,7 +35,8 @@ class HTMuon(MatrixOptimizer):
             iterations, needs ``power = 2^-k``; see :func:`optim.newton_schulz.ns_spectral_power`).
         ns_steps: quintic steps per inverse root in the ``"newton_schulz"`` method, each followed by
             5 cubic polishing steps (default 8).
-        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything.
+        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;
+            ``None`` (default): only for CPU tensors (the check costs a host sync on accelerators).
     """
 
     def __init__(
@@ -48,7 +49,7 @@ class HTMuon(MatrixOptimizer):
         power: float = 0.125,
         method: Literal["svd", "newton_schulz"] = "svd",
         ns_steps: int = 8,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,

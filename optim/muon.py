@@ -43,7 +43,8 @@ class Muon(MatrixOptimizer):
         ns_dtype: iteration dtype; ``None`` chooses by device as above.
         method: ``"newton_schulz"`` or ``"svd"`` (exact ``U Vᵀ`` in fp32/fp64, a reference).
         adjust_lr_fn: ``"original"`` or ``"match_rms_adamw"`` (Moonlight), as in ``torch.optim.Muon``.
-        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything.
+        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;
+            ``None`` (default): only for CPU tensors (the check costs a host sync on accelerators).
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class Muon(MatrixOptimizer):
         ns_dtype: torch.dtype | None = None,
         method: Literal["newton_schulz", "svd"] = "newton_schulz",
         adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original",
-        check_finite: bool = True,
+        check_finite: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,

@@ -31,7 +31,8 @@ class RMNP(MatrixOptimizer):
         nesterov: Nesterov look-ahead (default True).
         weight_decay: decoupled weight decay (default 0).
         eps: added to each row norm (default 1e-12).
-        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything.
+        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;
+            ``None`` (default): only for CPU tensors (the check costs a host sync on accelerators).
     """
 
     def __init__(
@@ -42,7 +43,7 @@ class RMNP(MatrixOptimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         eps: float = 1e-12,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         eps=eps, check_finite=check_finite)

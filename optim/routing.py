@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -11,17 +11,18 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.optim import Optimizer
 
-from ._base import check_choice, check_gradients
+from ._base import check_bool, check_choice, check_gradients
 from .htmuon import HTMuon
 from .muon import Muon
 from .rmnp import RMNP
 from .rownorm import RowNorm
-from .spectra import SPECTRA
 
 __all__ = ["CombinedOptimizer", "OPTIMIZERS", "build_optimizer", "param_groups"]
 
-OPTIMIZERS: tuple[str, ...] = ("muon", "htmuon", "rmnp", "spectra")
-"""Names accepted by :func:`build_optimizer`; ``"spectra"`` is AdamW + SPECTRA on the hidden weights."""
+OPTIMIZERS: tuple[str, ...] = ("muon", "htmuon", "rmnp", "adamw")
+"""Names accepted by :func:`build_optimizer` for the spectral route."""
+ADAMW_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.999)}
+"""AdamW of the groups the spectral optimizer does not take (``build_optimizer(adamw=...)``)."""
 
 _SPECTRAL: dict[str, type[Optimizer]] = {"muon": Muon, "htmuon": HTMuon, "rmnp": RMNP}
 _ROLES = ("hidden", "input", "head", "other")
@@ -38,18 +39,18 @@ class CombinedOptimizer(Optimizer):
     Args:
         optimizers: the optimizers, stepped in this order.
         check_finite: raise ``FloatingPointError`` on any nan/inf gradient before any sub-optimizer
-            steps (so none of them changes anything).
+            steps (so none of them changes anything); ``None`` (default) checks CPU tensors only
+            (see :func:`optim._base.check_gradients` for the cost).
     """
 
-    def __init__(self, optimizers: Sequence[Optimizer], check_finite: bool = True) -> None:
+    def __init__(self, optimizers: Sequence[Optimizer], check_finite: bool | None = None) -> None:
         optimizers = list(optimizers)
         if not optimizers:
             raise ValueError("CombinedOptimizer needs at least one optimizer")
         for optimizer in optimizers:
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(f"expected torch.optim.Optimizer instances, got {type(optimizer).__name__}")
-        if not isinstance(check_finite, bool):
-            raise ValueError(f"check_finite must be True or False, got {check_finite!r}")
+        check_bool("check_finite", check_finite, allow_none=True)
         self.optimizers = optimizers
         self.check_finite = check_finite
         super().__init__([group for optimizer in optimizers for group in optimizer.param_groups], {})
@@ -91,9 +92,9 @@ class CombinedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.check_finite:
+        if self.check_finite is not False:
             with_grad = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-            check_gradients(with_grad, [True] * len(with_grad), "CombinedOptimizer")
+            check_gradients(with_grad, [self.check_finite] * len(with_grad), "CombinedOptimizer")
         for optimizer in self.optimizers:
             optimizer.step()
         return loss
@@ -229,28 +230,33 @@ def build_optimizer(
     lr: float | None = None,
     weight_decay: float | None = None,
     *,
-    adamw_lr: float = 1e-3,
-    adamw_weight_decay: float = 0.01,
-    adamw_betas: tuple[float, float] = (0.9, 0.999),
+    adamw: Mapping[str, Any] | None = None,
     input_proj: Literal["adamw", "spectral"] = "adamw",
     head: Literal["adamw", "spectral", "rownorm", "centered_rownorm"] = "adamw",
     input_module: str | None = None,
     head_module: str | None = None,
-    check_finite: bool = True,
+    check_finite: bool | None = None,
     **kwargs: Any,
 ) -> Optimizer:
-    """One optimizer for the whole model: spectral on hidden weight matrices, AdamW elsewhere.
+    """One optimizer for the whole model: ``name`` on hidden weight matrices, AdamW elsewhere.
 
-    ``name`` picks the optimizer of the ``route="spectral"`` groups of :func:`param_groups`:
-    ``"muon"`` (:class:`Muon`), ``"htmuon"`` (:class:`HTMuon`), ``"rmnp"`` (:class:`RMNP`), or
-    ``"spectra"`` (AdamW whose updates of those matrices are soft-clipped by :class:`SPECTRA`).
-    ``lr``/``weight_decay`` (default: that optimizer's own; for ``"spectra"``, ``adamw_lr`` and
-    ``adamw_weight_decay``) and ``**kwargs`` (e.g. ``power=``, ``ns_dtype=``, ``clip_c=``) go to it.
-    AdamW groups use ``adamw_lr``/``adamw_weight_decay``/``adamw_betas``; a row-norm head uses
-    :class:`RowNorm` with ``adamw_lr`` and ``adamw_weight_decay`` (its update has AdamW's scale).
+    ``name`` picks the optimizer of the ``route="spectral"`` groups of :func:`param_groups`
+    (routing options ``input_proj``, ``head``, ``input_module``, ``head_module`` as there):
+    ``"muon"`` (:class:`Muon`), ``"htmuon"`` (:class:`HTMuon`), ``"rmnp"`` (:class:`RMNP`) or
+    ``"adamw"`` (AdamW for them too, e.g. to wrap in :class:`SPECTRA`). ``lr``/``weight_decay``
+    (default: that optimizer's own) and ``**kwargs`` (e.g. ``power=``, ``ns_dtype=``) go to it.
+    The other groups use AdamW with ``adamw`` (default ``dict(lr=1e-3, weight_decay=0.01,
+    betas=(0.9, 0.999))``); a row-norm head uses :class:`RowNorm` with AdamW's lr and weight decay.
+    ``check_finite``: as the optimizers' (``None``: only for CPU tensors), done once per step by
+    the outermost object.
 
-    Returns the optimizer itself when one suffices, else a :class:`CombinedOptimizer` (wrapped in
-    :class:`SPECTRA` for ``"spectra"``); every group keeps its ``role`` and ``param_names``.
+    Returns the optimizer itself when one suffices, else a :class:`CombinedOptimizer`; every group
+    keeps its ``role``, ``route`` and ``param_names``. SPECTRA is composed from outside::
+
+        base = build_optimizer(model, "adamw", lr=0.1, input_proj="spectral")
+        for group in base.param_groups:
+            group["clip_c"] = 1.0 if group["route"] == "spectral" else None
+        opt = SPECTRA(base)
 
     Raises:
         ValueError: unknown ``name``; a model without any matrix routed to the spectral optimizer
@@ -258,6 +264,7 @@ def build_optimizer(
             and/or ``head="spectral"``); see also :func:`param_groups`.
     """
     check_choice("name", name, OPTIMIZERS)
+    adamw = {**ADAMW_DEFAULTS, **(adamw or {})}
     groups = param_groups(model, input_proj=input_proj, head=head,
                           input_module=input_module, head_module=head_module)
     spectral = [g for g in groups if g["route"] == "spectral"]
@@ -269,27 +276,22 @@ def build_optimizer(
             "between them; pass input_proj='spectral' and/or head='spectral' to optimize them with it"
         )
     rownorm = [g for g in groups if g["route"] in ("rownorm", "centered_rownorm")]
-    adamw = [g for g in groups if g["route"] == "adamw"]
+    others = [g for g in groups if g["route"] == "adamw"]
     for group in rownorm:
         group["centered"] = group["route"] == "centered_rownorm"
     overrides = {key: value for key, value in (("lr", lr), ("weight_decay", weight_decay)) if value is not None}
-    if name == "spectra":
-        for group in spectral:
-            group.update(overrides)
-        for group in rownorm + adamw:
-            group["clip_c"] = None
-        adamw = spectral + adamw
-    # One finiteness check per step, by the outermost object (it raises before anything changes).
-    single = (name != "spectra") + bool(rownorm) + bool(adamw) == 1
-    inner_check = check_finite and single and name != "spectra"
     optimizers: list[Optimizer] = []
-    if name != "spectra":
+    if name == "adamw":
+        if kwargs:
+            raise TypeError(f"unexpected options for AdamW: {sorted(kwargs)}")
+        others = [{**group, **overrides} for group in spectral] + others
+    single = (name != "adamw") + bool(rownorm) + bool(others) == 1
+    inner_check = check_finite if single else False
+    if name != "adamw":
         optimizers.append(_SPECTRAL[name](spectral, **overrides, check_finite=inner_check, **kwargs))
     if rownorm:
-        optimizers.append(RowNorm(rownorm, lr=adamw_lr, weight_decay=adamw_weight_decay, check_finite=inner_check))
-    if adamw:
-        optimizers.append(torch.optim.AdamW(adamw, lr=adamw_lr, betas=adamw_betas, weight_decay=adamw_weight_decay))
-    base = optimizers[0] if single else CombinedOptimizer(optimizers, check_finite=check_finite and name != "spectra")
-    if name == "spectra":
-        return SPECTRA(base, check_finite=check_finite, **kwargs)
-    return base
+        optimizers.append(RowNorm(rownorm, lr=adamw["lr"], weight_decay=adamw["weight_decay"],
+                                  check_finite=inner_check))
+    if others:
+        optimizers.append(torch.optim.AdamW(others, **adamw))
+    return optimizers[0] if single else CombinedOptimizer(optimizers, check_finite=check_finite)

@@ -37,7 +37,8 @@ class RowNorm(MatrixOptimizer):
         weight_decay: decoupled weight decay (default 0).
         centered: subtract the mean normalised row (default False).
         eps: added to each row norm (default 1e-12).
-        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything.
+        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;
+            ``None`` (default): only for CPU tensors (the check costs a host sync on accelerators).
     """
 
     def __init__(
@@ -49,7 +50,7 @@ class RowNorm(MatrixOptimizer):
         weight_decay: float = 0.0,
         centered: bool = False,
         eps: float = 1e-12,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         centered=centered, eps=eps, check_finite=check_finite)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ._base import ITERATION_DTYPES, check_choice, check_gradients, check_int, check_number
+from ._base import ITERATION_DTYPES, check_bool, check_choice, check_gradients, check_int, check_number
 from .newton_schulz import ns_soft_clip
 
 __all__ = ["SPECTRA"]
@@ -43,7 +43,8 @@ class SPECTRA(Optimizer):
         pre_clip_c: threshold for clipping the gradient before the base step, or ``None`` (default).
         clip_steps: Newton–Schulz steps (default 10).
         clip_dtype: iteration dtype; ``None`` is bf16 on CUDA, fp32 on CPU (fp64 stays fp64).
-        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything.
+        check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;
+            ``None`` (default): only for CPU tensors (the check costs a host sync on accelerators).
     """
 
     def __init__(
@@ -53,12 +54,11 @@ class SPECTRA(Optimizer):
         pre_clip_c: float | None = None,
         clip_steps: int = 10,
         clip_dtype: torch.dtype | None = None,
-        check_finite: bool = True,
+        check_finite: bool | None = None,
     ) -> None:
         if not isinstance(base_optimizer, Optimizer):
             raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
-        if not isinstance(check_finite, bool):
-            raise ValueError(f"check_finite must be True or False, got {check_finite!r}")
+        check_bool("check_finite", check_finite, allow_none=True)
         self.base_optimizer = base_optimizer
         self.check_finite = check_finite
         defaults = dict(clip_c=clip_c, pre_clip_c=pre_clip_c, clip_steps=clip_steps, clip_dtype=clip_dtype)

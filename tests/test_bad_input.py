@@ -9,7 +9,7 @@ from torch_geometric.data import Data, HeteroData
 
 import kces
 from kces import KCES
-from kces.data import load_graph
+from kces.experiments.datasets import load_graph
 
 
 def problem():
@@ -231,59 +231,90 @@ def test_negative_training_labels():
 
 # ---------------------------------------------------------------- options
 
-@pytest.mark.parametrize("ratio", [-0.1, 1.5, float("nan"), "0.1"])
+@pytest.mark.parametrize("ratio", [-0.1, 1.5, float("nan")])
 def test_ratio_outside_unit_interval(ratio):
     ei, x, y, mask = problem()
     with pytest.raises(ValueError, match=r"ratio must be a number in \[0, 1\]"):
-        kces.sanitize(ei, x, y, mask, ratio=ratio)
+        kces.sanitize(ei, x, y, mask, pruning=dict(ratio=ratio))
     with pytest.raises(ValueError, match=r"ratio must be a number in \[0, 1\]"):
-        KCES(ratio=ratio)
+        KCES(pruning=kces.Pruning(ratio=ratio))
+
+
+def test_options_of_the_wrong_type():
+    ei, x, y, mask = problem()
+    with pytest.raises(TypeError, match="ratio must be a real number, got str"):
+        kces.sanitize(ei, x, y, mask, pruning=dict(ratio="0.1"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ratios'"):
+        KCES(pruning=dict(ratios=0.1))
+    with pytest.raises(TypeError, match="pruning must be a Pruning, a dict of its fields or None"):
+        KCES(pruning=0.1)
+    with pytest.raises(TypeError, match="complexity must be a Complexity"):
+        kces.kc_scores(ei, x, y, mask, complexity=kces.Pruning())
+    with pytest.raises(TypeError, match="label_check must be True or False"):
+        kces.Pruning(label_check=1)
+    with pytest.raises(ValueError, match="label_top_k must be an integer >= 1"):
+        KCES(pruning=dict(label_top_k=0))
+    with pytest.raises(ValueError, match="random_features must be an integer >= 1"):
+        KCES(complexity=dict(random_features=0))
+    with pytest.raises(ValueError, match="unknown form 'both'"):
+        KCES(complexity=dict(form="both"))
+
+
+def test_options_are_frozen_and_normalised():
+    import numpy as np
+
+    rule = kces.Pruning(ratio=np.float32(0.25))
+    assert rule.ratio == 0.25 and type(rule.ratio) is float and rule.threshold is None
+    assert kces.Pruning(threshold=torch.tensor(0.5)).threshold == 0.5
+    assert kces.Complexity(lam=np.float64(0.1)).lam == 0.1
+    with pytest.raises(AttributeError):
+        rule.ratio = 0.5
 
 
 def test_ratio_and_threshold_together_and_bad_threshold():
     ei, x, y, mask = problem()
     with pytest.raises(ValueError, match="either ratio or threshold"):
-        kces.sanitize(ei, x, y, mask, ratio=0.1, threshold=0.5)
+        kces.sanitize(ei, x, y, mask, pruning=dict(ratio=0.1, threshold=0.5))
     with pytest.raises(ValueError, match="either ratio or threshold"):
-        KCES(ratio=0.1, threshold=0.5)
+        KCES(pruning=dict(ratio=0.1, threshold=0.5))
     for bad in (float("inf"), -float("inf"), float("nan")):
         with pytest.raises(ValueError, match="threshold must be finite"):
-            KCES(threshold=bad)
+            KCES(pruning=dict(threshold=bad))
         with pytest.raises(ValueError, match="threshold must be finite"):
-            kces.sanitize(ei, x, y, mask, threshold=bad)
-    with pytest.raises(ValueError, match="threshold must be a number or 'auto'"):
-        KCES(threshold="mean")
+            kces.sanitize(ei, x, y, mask, pruning=dict(threshold=bad))
+    with pytest.raises(ValueError, match="threshold must be a number, 'auto' or None"):
+        KCES(pruning=dict(threshold="mean"))
 
 
 def test_unknown_kernel_or_engine():
     ei, x, y, mask = problem()
     for entry in (via_scores, via_sanitize):
         with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
-            entry(ei, x, y, mask, kernel="rbf")
+            entry(ei, x, y, mask, complexity=dict(kernel="rbf"))
         with pytest.raises(ValueError, match="unknown engine 'fast'"):
-            entry(ei, x, y, mask, engine="fast")
+            entry(ei, x, y, mask, complexity=dict(engine="fast"))
     with pytest.raises(ValueError, match="unknown kernel 'rbf'"):
-        KCES(kernel="rbf")
+        KCES(complexity=dict(kernel="rbf"))
     with pytest.raises(ValueError, match="unknown engine 'fast'"):
-        KCES(engine="fast")
+        KCES(complexity=dict(engine="fast"))
     with pytest.raises(ValueError, match="k \\(propagation hops\\) must be an integer >= 1"):
-        KCES(k=0)
-    with pytest.raises(ValueError, match="candidates must be 'labelled' or 'all'"):
-        kces.sanitize(ei, x, y, mask, candidates="some")
+        KCES(complexity=dict(k=0))
+    with pytest.raises(ValueError, match=r"candidates must be one of \('labelled', 'all'\)"):
+        kces.sanitize(ei, x, y, mask, pruning=dict(candidates="some"))
 
 
 @pytest.mark.parametrize("k", [0, -1, 1.0, 2.5])
 def test_bad_hops(run, k):
     ei, x, y, mask = problem()
     with pytest.raises(ValueError, match=r"k \(propagation hops\) must be an integer >= 1"):
-        run(ei, x, y, mask, k=k)
+        run(ei, x, y, mask, complexity=dict(k=k))
 
 
 @pytest.mark.parametrize("lam", [0.0, -1e-3, float("nan")])
 def test_bad_ridge(run, lam):
     ei, x, y, mask = problem()
     with pytest.raises(ValueError, match=r"lam \(ridge\) must be > 0"):
-        run(ei, x, y, mask, lam=lam)
+        run(ei, x, y, mask, complexity=dict(lam=lam))
 
 
 def test_heterodata_and_other_objects_to_transform():
@@ -337,16 +368,16 @@ def test_isolated_nodes_are_allowed():
     x9 = torch.cat([x, torch.rand(3, 3)])
     y9 = torch.cat([y, torch.tensor([1, 0, 1])])
     mask9 = torch.cat([mask, torch.tensor([True, False, False])])
-    scores = kces.kc_scores(ei, x9, y9, mask9, engine="exact")
+    scores = kces.kc_scores(ei, x9, y9, mask9, complexity=dict(engine="exact"))
     assert scores.shape == (ei.shape[1],) and torch.isfinite(scores).all()
     for engine in ("first_order", "woodbury"):
-        s = kces.kc_scores(ei, x9, y9, mask9, engine=engine)
+        s = kces.kc_scores(ei, x9, y9, mask9, complexity=dict(engine=engine))
         assert torch.isfinite(s).all()
-    out = KCES(ratio=0.2)(as_data(ei, x9, y9, mask9))
+    out = KCES(pruning=dict(ratio=0.2))(as_data(ei, x9, y9, mask9))
     assert out.num_nodes == n and out.x.shape == (n, 3)
     assert 0 < out.edge_index.shape[1] < ei.shape[1]
     # also without features: num_nodes comes from the Data
-    out = KCES(ratio=0.2)(Data(edge_index=ei, y=y9, train_mask=mask9, num_nodes=n))
+    out = KCES(pruning=dict(ratio=0.2))(Data(edge_index=ei, y=y9, train_mask=mask9, num_nodes=n))
     assert out.num_nodes == n
     adj = sp.csr_matrix((np.ones(ei.shape[1]), ei.numpy()), shape=(n, n))
     assert kces.sanitize_adj(adj, x9.numpy(), y9.numpy(), np.array([0, 1, 6]), device="cpu").shape == (n, n)

@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from kces.files import load_pyg
+from kces.formats import load_pyg
 from kces.cli import main
 from tiny_graphs import write_tiny_npz
 
@@ -56,24 +56,24 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
 
     out = tmp_path / "run"
     code = bench(tiny, out, "--attacks", "dice,random", "--rates", "0,0.1",
-                 "--defenses", "none,kces,jaccard,kces+jaccard", "--models", "gcn,gat", "--optimizers", "adam,muon",
+                 "--defences", "none,kces,jaccard,kces+jaccard", "--models", "gcn,gat", "--optimizers", "adam,muon",
                  "--seeds", "2")
     assert code == 0
     records = read_jsonl(out / "results.jsonl")
     assert len(records) == 2 * 2 * 4 * 2 * 2 * 2
     assert {r["status"] for r in records} == {"ok"}
     assert all(0 <= r["accuracy"] <= 1 and r["train_time_s"] > 0 for r in records)
-    kces = [r for r in records if r["defense"] == "kces" and r["rate"] == 0.1]
+    kces = [r for r in records if r["defence"] == "kces" and r["rate"] == 0.1]
     assert all(r["pruned"] > 0 and 0 <= r["precision"] <= 1 for r in kces)
     assert len(list((out / "cache").glob("*.npz"))) == 2 * 2  # live attacks at rate 0.1, per seed
     assert len(list((out / "scores").glob("*.npz"))) == 2 * 2
 
     assert main(["report", str(out)]) == 0
     rows = read_csv(out / "accuracy.csv")
-    assert list(rows[0]) == ["dataset", "attack", "rate", "defense", "model", "optimizer", "n", "mean", "std"]
+    assert list(rows[0]) == ["dataset", "attack", "rate", "defence", "model", "optimizer", "n", "mean", "std"]
     assert len(rows) == 2 * 2 * 4 * 2 * 2 and all(r["n"] == "2" and 0 <= float(r["mean"]) <= 100 for r in rows)
     times = read_csv(out / "time.csv")
-    assert [r["defense"] for r in times] == ["none", "kces", "jaccard", "kces+jaccard"]
+    assert [r["defence"] for r in times] == ["none", "kces", "jaccard", "kces+jaccard"]
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 2 * 2 * 2 + 2  # accuracy per attack × model × optimizer, KC scores per attack
     assert all((out / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
@@ -83,7 +83,7 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
 
 
 def test_resume_after_interruption_gives_the_same_table(tiny: Path, tmp_path: Path, capsys) -> None:
-    grid = ("--attacks", "dice", "--rates", "0,0.1", "--defenses", "none,kces", "--optimizers", "adam,muon",
+    grid = ("--attacks", "dice", "--rates", "0,0.1", "--defences", "none,kces", "--optimizers", "adam,muon",
             "--seeds", "2")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert bench(tiny, whole, *grid) == 0
@@ -98,7 +98,7 @@ def test_resume_after_interruption_gives_the_same_table(tiny: Path, tmp_path: Pa
     assert bench(tiny, cut, *grid, "--resume") == 0
     assert "5 done before, 11 ok" in capsys.readouterr().err
     records = read_jsonl(cut / "results.jsonl")
-    assert len({tuple(r[k] for k in ("rate", "defense", "optimizer", "seed")) for r in records}) == len(records) == 16
+    assert len({tuple(r[k] for k in ("rate", "defence", "optimizer", "seed")) for r in records}) == len(records) == 16
     for out in (whole, cut):
         assert main(["report", str(out), "--no-plots"]) == 0
     assert (cut / "accuracy.csv").read_text() == (whole / "accuracy.csv").read_text()
@@ -106,7 +106,7 @@ def test_resume_after_interruption_gives_the_same_table(tiny: Path, tmp_path: Pa
 
 def test_resume_after_sigkill_gives_the_same_table(tiny: Path, tmp_path: Path) -> None:
     """A real ``kces bench`` process killed (SIGKILL) mid-run, then resumed."""
-    grid = ("--attacks", "dice", "--rates", "0.1", "--defenses", "none,kces", "--optimizers", "adam,muon",
+    grid = ("--attacks", "dice", "--rates", "0.1", "--defences", "none,kces", "--optimizers", "adam,muon",
             "--seeds", "3", "--epochs", "100")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert bench(tiny, whole, *grid) == 0
@@ -127,14 +127,14 @@ def test_resume_after_sigkill_gives_the_same_table(tiny: Path, tmp_path: Path) -
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tiny: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from kces.bench import defenses
+    from kces.experiments import defences
 
     def broken(*args, **kwargs):
         raise RuntimeError("jaccard exploded\non two lines")
 
-    monkeypatch.setattr(defenses, "jaccard_prune", broken)
+    monkeypatch.setattr(defences, "jaccard_prune", broken)
     out = tmp_path / "run"
-    grid = ("--attacks", "dice", "--rates", "0.1", "--defenses", "none,jaccard,kces", "--seeds", "2")
+    grid = ("--attacks", "dice", "--rates", "0.1", "--defences", "none,jaccard,kces", "--seeds", "2")
     assert bench(tiny, out, *grid) == 1
     records = read_jsonl(out / "results.jsonl")
     assert [r["status"] for r in records] == ["ok", "error", "ok"] * 2
@@ -152,15 +152,15 @@ def test_skipped_cells_and_model_defences(tmp_path: Path) -> None:
     pytest.importorskip("deeprobust")
     featureless = write_tiny_npz(tmp_path / "blogs.npz", features=False)
     out = tmp_path / "run"
-    code = bench(featureless, out, "--attacks", "random", "--rates", "0.1", "--defenses",
+    code = bench(featureless, out, "--attacks", "random", "--rates", "0.1", "--defences",
                  "jaccard,kces+svd,rgcn,kces+prognn", "--models", "gcn,gat", "--seeds", "1", "--svd-rank", "8",
                  "--with-prognn")
     assert code == 0
-    status = {(r["defense"], r["model"]): r for r in read_jsonl(out / "results.jsonl")}
+    status = {(r["defence"], r["model"]): r for r in read_jsonl(out / "results.jsonl")}
     assert status["jaccard", "gcn"]["status"] == "skipped" and "features" in status["jaccard", "gcn"]["reason"]
     assert status["rgcn", "gat"]["status"] == "skipped" and status["kces+svd", "gat"]["status"] == "skipped"
-    for defense in ("kces+svd", "rgcn", "kces+prognn"):
-        assert status[defense, "gcn"]["status"] == "ok" and 0 <= status[defense, "gcn"]["accuracy"] <= 1
+    for defence in ("kces+svd", "rgcn", "kces+prognn"):
+        assert status[defence, "gcn"]["status"] == "ok" and 0 <= status[defence, "gcn"]["accuracy"] <= 1
     assert status["kces+svd", "gcn"]["pruned"] is not None and status["rgcn", "gcn"]["pruned"] is None
 
 
@@ -194,9 +194,9 @@ def _one_line_error(capsys, command: str) -> str:
 @pytest.mark.parametrize("args, message", [
     (["--datasets", "nope"], "unknown dataset 'nope'"),
     (["--attacks", "meta,nope"], "unknown attack 'nope'"),
-    (["--defenses", "none,nope"], "unknown defence 'nope'"),
-    (["--defenses", "rgcn+kces"], "must come last"),
-    (["--defenses", "prognn"], "--with-prognn"),
+    (["--defences", "none,nope"], "unknown defence 'nope'"),
+    (["--defences", "rgcn+kces"], "must come last"),
+    (["--defences", "prognn"], "--with-prognn"),
     (["--models", "gcm"], "unknown model 'gcm'"),
     (["--optimizers", "sgd"], "unknown optimizer 'sgd'"),
     (["--rates", "0,1.5"], "rate 1.5 is outside [0, 1]"),
@@ -206,7 +206,7 @@ def _one_line_error(capsys, command: str) -> str:
     (["--epochs", "0"], "epochs must be >= 1"),
     (["--models", ","], "no models given"),
     (["--attacks", "meta"], "meta needs the pre-perturbed Pro-GNN graphs"),
-    (["--svd-rank", "100", "--defenses", "svd"], "svd rank 100"),
+    (["--svd-rank", "100", "--defences", "svd"], "svd rank 100"),
     (["--frobnicate"], "unrecognized arguments"),
 ])
 def test_bench_bad_arguments(tiny: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:
@@ -301,14 +301,14 @@ def test_sanitize_raw_nettack_file_keeps_object_arrays(tmp_path: Path, capsys) -
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data")
-def test_real_metattack_cell_matches_gcn_accuracy(tmp_path: Path) -> None:
-    from kces.data import load_graph
-    from kces.evaluate import gcn_accuracy
+def test_real_metattack_cell_matches_the_committed_accuracy(tmp_path: Path) -> None:
+    from kces.experiments.datasets import load_graph
+    from kces.experiments.models import accuracy
 
     out = tmp_path / "run"
-    assert main(["bench", "--datasets", "cora", "--attacks", "meta", "--rates", "0.05", "--defenses", "none",
+    assert main(["bench", "--datasets", "cora", "--attacks", "meta", "--rates", "0.05", "--defences", "none",
                  "--seeds", "1", "--out", str(out)]) == 0
     (record,) = read_jsonl(out / "results.jsonl")
-    expected = gcn_accuracy(load_graph("cora", "meta", 0.05), seed=0)
+    expected = accuracy(load_graph("cora", "meta", 0.05), "gcn", "adam", seed=0)
     assert record["accuracy"] == pytest.approx(expected, abs=1e-6)
     assert record["accuracy"] == pytest.approx(0.7530180811882019, abs=1e-6)  # benchmarks/results, seed 0

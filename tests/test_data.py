@@ -12,8 +12,13 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.utils import is_undirected, stochastic_blockmodel_graph
 
-from kces.data import EMBEDDED_ROOT, Graph, edge_difference, find_file, load_graph, read_sparse_npz
-from kces.evaluate import dice_attack, gcn_accuracy, jaccard_prune, pruning_quality
+from kces.adapters import edge_difference
+from kces.experiments.attacks import dice_attack
+from kces.experiments.datasets import EMBEDDED_ROOT, Graph, find_file, load_graph
+from kces.experiments.defences import jaccard_prune
+from kces.experiments.metrics import pruning_quality
+from kces.experiments.models import accuracy
+from kces.formats import read_sparse_npz
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -181,10 +186,10 @@ def test_gcn_accuracy_on_clean_cora(no_env_root):
     graph = load_graph("cora")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        acc = gcn_accuracy(graph, seed=0)
+        acc = accuracy(graph, "gcn", "adam", seed=0)
         assert 0.8 < acc <= 1.0
         # a given node set; the training nodes are fit well
-        train_acc = gcn_accuracy(graph, seed=0, nodes=graph.idx_train, epochs=50)
+        train_acc = accuracy(graph, "gcn", "adam", seed=0, nodes=graph.idx_train, epochs=50)
     assert train_acc > 0.8
 
 

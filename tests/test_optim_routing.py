@@ -133,7 +133,7 @@ def train(model, opt, graph, steps=25):
 def test_build_optimizer_trains_pyg_models(model_cls, name, graph):
     torch.manual_seed(0)
     model = model_cls(12, 16, 3, 4)
-    opt = build_optimizer(model, name, adamw_lr=0.01, head="centered_rownorm")
+    opt = build_optimizer(model, name, adamw=dict(lr=0.01), head="centered_rownorm")
     losses = train(model, opt, graph)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.9 * losses[0]
@@ -142,27 +142,35 @@ def test_build_optimizer_trains_pyg_models(model_cls, name, graph):
 def test_build_optimizer_structure_and_options():
     model = GCN(12, 16, 3, 4)
     opt = build_optimizer(model, "htmuon", lr=0.05, weight_decay=0.1, power=0.25, head="rownorm",
-                          adamw_lr=3e-3, adamw_weight_decay=0.0)
+                          adamw=dict(lr=3e-3, weight_decay=0.0))
     assert [type(o) for o in opt.optimizers] == [type(opt.optimizers[0]), RowNorm, torch.optim.AdamW]
     hidden, head, other = opt.optimizers[0].param_groups[0], opt.optimizers[1].param_groups[0], \
         opt.optimizers[2].param_groups[0]
     assert (hidden["lr"], hidden["weight_decay"], hidden["power"]) == (0.05, 0.1, 0.25)
     assert (head["lr"], head["centered"], head["role"]) == (3e-3, False, "head")
     assert (other["lr"], other["weight_decay"]) == (3e-3, 0.0)
-    # Only the outermost object checks gradients (once per step).
-    assert opt.check_finite and not hidden["check_finite"] and not head["check_finite"]
+    # Only the outermost object checks gradients (once per step; by default CPU tensors only).
+    assert opt.check_finite is None and hidden["check_finite"] is False and head["check_finite"] is False
+    assert build_optimizer(model, "muon", check_finite=True).check_finite is True
 
-    spectra = build_optimizer(model, "spectra", clip_c=2.0, pre_clip_c=0.5)
-    assert isinstance(spectra, SPECTRA) and isinstance(spectra.base_optimizer, torch.optim.AdamW)
-    assert [(g["role"], g["clip_c"]) for g in spectra.param_groups] == [
-        ("hidden", 2.0), ("input", None), ("head", None), ("other", None)]
+    base = build_optimizer(model, "adamw", lr=0.1, weight_decay=0.0)
+    assert isinstance(base, torch.optim.AdamW)
+    assert [(g["role"], g["lr"], g["weight_decay"]) for g in base.param_groups] == [
+        ("hidden", 0.1, 0.0), ("input", 1e-3, 0.01), ("head", 1e-3, 0.01), ("other", 1e-3, 0.01)]
+    for group in base.param_groups:
+        group["clip_c"] = 2.0 if group["route"] == "spectral" else None
+    spectra = SPECTRA(base, pre_clip_c=0.5)
+    assert [(g["role"], g["clip_c"], g["pre_clip_c"]) for g in spectra.param_groups] == [
+        ("hidden", 2.0, 0.5), ("input", None, 0.5), ("head", None, 0.5), ("other", None, 0.5)]
+    with pytest.raises(TypeError, match="unexpected options for AdamW"):
+        build_optimizer(model, "adamw", power=0.5)
 
     model.convs[0].lin.weight.requires_grad_(False)
     model.convs[2].lin.weight.requires_grad_(False)
     for p in (c.bias for c in model.convs):
         p.requires_grad_(False)
     alone = build_optimizer(model, "muon")  # only the hidden matrix is trainable: no combination
-    assert isinstance(alone, Muon) and alone.param_groups[0]["check_finite"]
+    assert isinstance(alone, Muon) and alone.param_groups[0]["check_finite"] is None
     with pytest.raises(ValueError, match="name"):
         build_optimizer(model, "adam")
 

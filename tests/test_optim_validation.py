@@ -22,7 +22,7 @@ COMMON_BAD = [
     ("weight_decay", -1e-4),
     ("weight_decay", math.inf),
     ("nesterov", 1),
-    ("check_finite", None),
+    ("check_finite", "yes"),
 ]
 SPECIFIC_BAD = [
     (Muon, "ns_steps", 0),

@@ -17,11 +17,12 @@ from torch_geometric.data import Data
 
 import kces
 from kces import distributed
-from kces.complexity import (complexity, complexity_of_gram, graph_kernel_complexity, kc_scores as pair_scores,
+from kces.complexity import (complexity, complexity_of_gram, graph_kernel_complexity, pair_scores,
                              label_matrix)
 from kces.graph import _csr_structure, _SpMM, gcn_propagate, khop_region, undirected_edges
+from kces.options import Complexity
 from kces.kernels import ntk_random_features, ntk_relu_kernel
-from kces.synthetic import sbm_graph
+from kces.experiments.synthetic import sbm_graph
 
 LAM = 0.05
 
@@ -54,7 +55,7 @@ def full_graph_gradient(x, edges, nodes, labels, k, **options):
 @pytest.mark.parametrize("kernel,form", [("linear", "dual"), ("linear", "primal"), ("ntk", "dual")])
 def test_region_scores_equal_full_graph_gradient_and_are_zero_outside(k, kernel, form):
     x, edges, nodes, labels = problem(train_ratio=0.03)
-    got = pair_scores(x, edges, nodes, labels, k=k, kernel=kernel, lam=LAM, form=form)
+    got = pair_scores(x, edges, nodes, labels, Complexity(k=k, kernel=kernel, lam=LAM, form=form))
     ref = full_graph_gradient(x, edges, nodes, labels, k, kernel=kernel, form=form)
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
     region = khop_region(edges.pairs, edges.num_nodes, nodes, k)
@@ -123,9 +124,9 @@ def test_primal_equals_dual_for_the_linear_kernel():
     dual = complexity(z_s, labels, lam=LAM, form="dual")
     primal = complexity(z_s, labels, lam=LAM, form="primal")
     assert float(primal) == pytest.approx(float(dual), rel=1e-10)
-    scores = {form: pair_scores(x, edges, nodes, labels, k=2, lam=LAM, form=form) for form in ("dual", "primal")}
+    scores = {form: pair_scores(x, edges, nodes, labels, Complexity(k=2, lam=LAM, form=form)) for form in ("dual", "primal")}
     torch.testing.assert_close(scores["primal"], scores["dual"], rtol=1e-8, atol=1e-10)
-    auto = pair_scores(x, edges, nodes, labels, k=2, lam=LAM)  # |S| > d: primal
+    auto = pair_scores(x, edges, nodes, labels, Complexity(k=2, lam=LAM))  # |S| > d: primal
     assert torch.equal(auto, scores["primal"])
 
 
@@ -164,8 +165,8 @@ def test_auto_form_picks_the_cheaper_side():
 def test_float32_agrees_with_float64(kernel):
     edge_index, x, y, mask = sbm64(num_nodes=2000)
     options = dict(k=2, kernel=kernel, form="primal", random_features=512)
-    s64 = kces.kc_scores(edge_index, x, y, mask, **options)
-    s32 = kces.kc_scores(edge_index, x.float(), y, mask, **options)
+    s64 = kces.kc_scores(edge_index, x, y, mask, complexity=options)
+    s32 = kces.kc_scores(edge_index, x.float(), y, mask, complexity=options)
     assert s32.dtype == torch.float32
     torch.testing.assert_close(s32.double(), s64, rtol=1e-3, atol=1e-4 * float(s64.abs().max()))
 
@@ -174,7 +175,7 @@ def test_scores_are_deterministic():
     edge_index, x, y, mask = sbm64(num_nodes=2000)
     x = x.float()
     for kernel in ("linear", "ntk"):
-        runs = [kces.kc_scores(edge_index, x, y, mask, kernel=kernel, form="primal", random_features=256)
+        runs = [kces.kc_scores(edge_index, x, y, mask, complexity=dict(kernel=kernel, form="primal", random_features=256))
                 for _ in range(2)]
         assert torch.equal(runs[0], runs[1])
 
@@ -184,10 +185,10 @@ def test_scores_are_deterministic():
 def test_max_memory_refuses_with_a_clear_error():
     edge_index, x, y, mask = sbm64()
     with pytest.raises(MemoryError, match=r"first-order KC scores .* max_memory is 0\.00 GiB"):
-        kces.kc_scores(edge_index, x, y, mask, max_memory=1000)
+        kces.kc_scores(edge_index, x, y, mask, complexity=dict(max_memory=1000))
     with pytest.raises(MemoryError, match="max_memory"):
-        kces.sanitize(edge_index, x, y, mask, max_memory=1000)
-    assert kces.kc_scores(edge_index, x, y, mask, max_memory=10**9).shape == (edge_index.shape[1],)
+        kces.sanitize(edge_index, x, y, mask, complexity=dict(max_memory=1000))
+    assert kces.kc_scores(edge_index, x, y, mask, complexity=dict(max_memory=10**9)).shape == (edge_index.shape[1],)
 
 
 @pytest.mark.parametrize("option,value,message", [
@@ -197,15 +198,15 @@ def test_max_memory_refuses_with_a_clear_error():
 def test_bad_scale_options_are_rejected(option, value, message):
     edge_index, x, y, mask = sbm64(num_nodes=50, train_ratio=0.2)
     with pytest.raises(ValueError, match=message):
-        kces.kc_scores(edge_index, x, y, mask, **{option: value})
+        kces.kc_scores(edge_index, x, y, mask, complexity={option: value})
     with pytest.raises(ValueError, match=message):
-        kces.KCES(**{option: value})
+        kces.KCES(complexity={option: value})
 
 
 def test_transform_passes_the_scale_options():
     edge_index, x, y, mask = sbm64(num_nodes=50, train_ratio=0.2)
     with pytest.raises(MemoryError):
-        kces.KCES(max_memory=10)(Data(x=x, y=y, edge_index=edge_index, train_mask=mask))
+        kces.KCES(complexity=dict(max_memory=10))(Data(x=x, y=y, edge_index=edge_index, train_mask=mask))
 
 
 # ---------------------------------------------------------------- torch.distributed
@@ -220,7 +221,7 @@ def _rank(rank, world, init_file, out_dir, graph, fault):
         time.sleep(60)  # never joins them (killed by the test)
     start = time.perf_counter()
     try:
-        scores = distributed.kc_scores(*graph, k=2, lam=LAM, timeout=3)
+        scores = distributed.kc_scores(*graph, complexity=dict(k=2, lam=LAM), timeout=3)
     except Exception as error:  # noqa: BLE001 - the test inspects what the surviving rank saw
         (out_dir / f"error{rank}.txt").write_text(f"{time.perf_counter() - start:.1f} {error}")
         os._exit(1)  # a group with a collective cut short blocks teardown until its peers are gone
@@ -254,7 +255,7 @@ def test_distributed_scores_equal_single_process(tmp_path, world, labelled):
     mask[torch.cat([(y == c).nonzero().view(-1)[:labelled // 2] for c in (0, 1)])] = True
     graph = (edge_index, x, y, mask)
     assert _spawn(tmp_path, world, graph) == [0] * world
-    single = kces.kc_scores(*graph, k=2, lam=LAM, form="primal")
+    single = kces.kc_scores(*graph, complexity=dict(k=2, lam=LAM, form="primal"))
     assert (single != 0).sum() > 10
     for rank in range(world):
         got = torch.load(tmp_path / f"scores{rank}.pt", weights_only=True)
@@ -286,7 +287,7 @@ def test_torchrun_entry_point(tmp_path):
                           str(tmp_path / "scores.pt"), "--k", "2", "--lam", str(LAM), "--timeout", "60"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr[-2000:]
-    single = kces.kc_scores(edge_index, x, y, mask, k=2, lam=LAM, form="primal")
+    single = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM, form="primal"))
     torch.testing.assert_close(torch.load(tmp_path / "scores.pt", weights_only=True), single)
 
 
@@ -294,10 +295,10 @@ def test_torchrun_entry_point(tmp_path):
 @pytest.mark.parametrize("kernel", ["linear", "ntk"])
 def test_cuda_fp32_scores_match_cpu_fp64(kernel):
     edge_index, x, y, mask = sbm64(num_nodes=5000)
-    reference = kces.kc_scores(edge_index, x, y, mask, k=2, kernel=kernel, form="primal", random_features=512)
-    gpu = kces.kc_scores(edge_index, x.float(), y, mask, k=2, kernel=kernel, form="primal", random_features=512,
+    reference = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, kernel=kernel, form="primal", random_features=512))
+    gpu = kces.kc_scores(edge_index, x.float(), y, mask, complexity=dict(k=2, kernel=kernel, form="primal", random_features=512),
                          device="cuda")
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
     torch.testing.assert_close(gpu.cpu().double(), reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max()))
     with pytest.raises(MemoryError, match="max_memory"):
-        kces.kc_scores(edge_index, x.float(), y, mask, device="cuda", max_memory=1000)
+        kces.kc_scores(edge_index, x.float(), y, mask, device="cuda", complexity=dict(max_memory=1000))

@@ -141,7 +141,7 @@ def test_exact_engine_equals_brute_force_reference(seed, kernel, k):
     pairs, columns = pair_columns(edge_index)
     xs, nodes, y_mat = reference_inputs(edge_index, x, y, mask)
     ref = reference_kc(pairs, [1.0] * len(pairs), xs, nodes, y_mat, k, kernel, LAM)
-    got = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="exact")
+    got = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="exact"))
     assert got.dtype == torch.float64 and got.shape == (edge_index.shape[1],)
     got = per_pair(got, columns, len(pairs))
     np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
@@ -152,8 +152,8 @@ def test_exact_engine_equals_brute_force_reference(seed, kernel, k):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_woodbury_equals_exact(seed, kernel, k):
     edge_index, x, y, mask = random_problem(seed)
-    exact = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="exact")
-    wood = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="woodbury")
+    exact = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="exact"))
+    wood = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="woodbury"))
     scale = exact.abs().max()
     assert scale > 1e-3
     torch.testing.assert_close(wood, exact, rtol=1e-8, atol=1e-8 * float(scale))
@@ -166,7 +166,7 @@ def test_first_order_equals_finite_difference(seed, kernel, k):
     pairs, columns = pair_columns(edge_index)
     xs, nodes, y_mat = reference_inputs(edge_index, x, y, mask)
     fd = reference_derivative(pairs, [1.0] * len(pairs), xs, nodes, y_mat, k, kernel, LAM)
-    got = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="first_order")
+    got = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="first_order"))
     got = per_pair(got, columns, len(pairs))
     np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())
     assert np.abs(fd).max() > 1e-3
@@ -175,8 +175,8 @@ def test_first_order_equals_finite_difference(seed, kernel, k):
 @pytest.mark.parametrize("kernel,k", CASES)
 def test_first_order_ranks_like_exact(kernel, k):
     edge_index, x, y, mask = random_problem(3, n=20, p=0.25)
-    first = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="first_order")
-    exact = kces.kc_scores(edge_index, x, y, mask, k=k, kernel=kernel, lam=LAM, engine="exact")
+    first = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="first_order"))
+    exact = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, kernel=kernel, lam=LAM, engine="exact"))
     rho = spearmanr(first.numpy(), exact.numpy()).statistic
     assert rho > 0.7, rho
 
@@ -184,9 +184,9 @@ def test_first_order_ranks_like_exact(kernel, k):
 def test_engines_agree_in_float32():
     """The default dtype path: float32 features, loose agreement with the float64 result."""
     edge_index, x, y, mask = random_problem(4)
-    s64 = kces.kc_scores(edge_index, x, y, mask, engine="exact", lam=0.1)
+    s64 = kces.kc_scores(edge_index, x, y, mask, complexity=dict(engine="exact", lam=0.1))
     for engine in ("exact", "woodbury"):
-        s32 = kces.kc_scores(edge_index, x.float(), y, mask, engine=engine, lam=0.1)
+        s32 = kces.kc_scores(edge_index, x.float(), y, mask, complexity=dict(engine=engine, lam=0.1))
         assert s32.dtype == torch.float32
         torch.testing.assert_close(s32.double(), s64, rtol=1e-2, atol=1e-3 * float(s64.abs().max()))
 
@@ -298,12 +298,12 @@ def test_weighted_scores_equal_reference():
     w = pair_weight.tolist()
     ref = reference_kc(pairs, w, xs, nodes, y_mat, 2, "linear", LAM)
     for engine in ("exact", "woodbury"):
-        got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, k=2, lam=LAM, engine=engine)
+        got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, complexity=dict(k=2, lam=LAM, engine=engine))
         np.testing.assert_allclose(per_pair(got, columns, len(pairs)), ref, rtol=1e-8,
                                    atol=1e-8 * np.abs(ref).max())
     # first order: removing e moves w_e to 0, so the estimate is w_e · ∂GKC/∂w_e
     fd = reference_derivative(pairs, w, xs, nodes, y_mat, 2, "linear", LAM)
-    got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, k=2, lam=LAM, engine="first_order")
+    got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, complexity=dict(k=2, lam=LAM, engine="first_order"))
     expected = pair_weight.numpy() * fd
     np.testing.assert_allclose(per_pair(got, columns, len(pairs)), expected, rtol=1e-6,
                                atol=1e-6 * np.abs(expected).max())
@@ -321,12 +321,11 @@ def test_permutation_equivariance(engine):
     inverse[perm] = torch.arange(n)               # old node i is new node inverse[i]
     col_perm = torch.randperm(e, generator=g)     # new column c is old column col_perm[c]
     new_edge_index = inverse[edge_index][:, col_perm]
-    base = kces.kc_scores(edge_index, x, y, mask, k=2, lam=LAM, engine=engine)
-    permuted = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm], k=2, lam=LAM, engine=engine)
+    base = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM, engine=engine))
+    permuted = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm], complexity=dict(k=2, lam=LAM, engine=engine))
     torch.testing.assert_close(permuted, base[col_perm], rtol=1e-9, atol=1e-10 * float(base.abs().max()))
     # an index-tensor train_mask (instead of a bool mask) names the same set
-    as_index = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm].nonzero().view(-1), k=2, lam=LAM,
-                              engine=engine)
+    as_index = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm].nonzero().view(-1), complexity=dict(k=2, lam=LAM, engine=engine))
     torch.testing.assert_close(as_index, permuted, rtol=0, atol=0)
 
 
@@ -354,25 +353,25 @@ def test_edges_beyond_k_hops_score_exactly_zero(engine, k):
     reach = np.minimum(dist[edge_index[0].numpy()], dist[edge_index[1].numpy()])
     far, near = reach > k, reach <= k
     assert far.sum() >= 4 and near.sum() >= 4
-    scores = kces.kc_scores(edge_index, x, y, mask, k=k, lam=LAM, engine=engine)
+    scores = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=k, lam=LAM, engine=engine))
     assert torch.all(scores[torch.from_numpy(far)] == 0)
     assert torch.all(scores[torch.from_numpy(near)] != 0)
 
 
 def test_scores_follow_columns_and_device_argument():
     edge_index, x, y, mask = random_problem(12)
-    base = kces.kc_scores(edge_index, x, y, mask, k=2, lam=LAM)
-    flipped = kces.kc_scores(edge_index.flip(0), x, y, mask, k=2, lam=LAM)
+    base = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM))
+    flipped = kces.kc_scores(edge_index.flip(0), x, y, mask, complexity=dict(k=2, lam=LAM))
     torch.testing.assert_close(flipped, base, rtol=0, atol=0)
-    cpu = kces.kc_scores(edge_index, x, y, mask, k=2, lam=LAM, device="cpu")
+    cpu = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM), device="cpu")
     torch.testing.assert_close(cpu, base, rtol=0, atol=0)
 
 
 def test_identity_features_when_x_is_none():
     edge_index, x, y, mask = random_problem(13)
     n = x.shape[0]
-    none = kces.kc_scores(edge_index, None, y, mask, lam=LAM, engine="exact")
-    eye = kces.kc_scores(edge_index, torch.eye(n), y, mask, lam=LAM, engine="exact")
+    none = kces.kc_scores(edge_index, None, y, mask, complexity=dict(lam=LAM, engine="exact"))
+    eye = kces.kc_scores(edge_index, torch.eye(n), y, mask, complexity=dict(lam=LAM, engine="exact"))
     torch.testing.assert_close(none, eye, rtol=0, atol=0)
     pairs, columns = pair_columns(edge_index)
     ref = reference_kc(pairs, [1.0] * len(pairs), np.eye(n), mask.nonzero().view(-1).numpy(),
@@ -381,10 +380,10 @@ def test_identity_features_when_x_is_none():
 
 
 def test_sparse_features_are_densified():
-    """``_prepare`` densifies sparse ``x``; the scores equal those of the dense features."""
+    """``prepare`` densifies sparse ``x``; the scores equal those of the dense features."""
     edge_index, x, y, mask = random_problem(14)
-    dense = kces.kc_scores(edge_index, x, y, mask, lam=LAM)
-    sparse = kces.kc_scores(edge_index, x.to_sparse(), y, mask, lam=LAM)
+    dense = kces.kc_scores(edge_index, x, y, mask, complexity=dict(lam=LAM))
+    sparse = kces.kc_scores(edge_index, x.to_sparse(), y, mask, complexity=dict(lam=LAM))
     torch.testing.assert_close(sparse, dense, rtol=0, atol=0)
 
 

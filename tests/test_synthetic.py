@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch_geometric.utils import coalesce, is_undirected
 
-from kces.synthetic import sbm_graph
+from kces.experiments.synthetic import sbm_graph
 
 N = 2000
 

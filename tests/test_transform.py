@@ -14,8 +14,9 @@ from torch_geometric.utils import is_undirected, stochastic_blockmodel_graph, to
 
 import kces
 from kces import KCES
-from kces.data import edge_difference, load_graph
-from kces.evaluate import pruning_quality
+from kces.adapters import edge_difference
+from kces.experiments.datasets import load_graph
+from kces.experiments.metrics import pruning_quality
 
 
 # ---------------------------------------------------------------- a planted problem
@@ -133,7 +134,7 @@ def test_transform_keeps_other_attributes_and_aligns_edge_attributes():
 
 def test_transform_honours_edge_weight():
     data = with_attributes(sbm_problem()[0])
-    out = KCES(store_scores=True, label_check=False)(data)
+    out = KCES(store_scores=True, pruning=dict(label_check=False))(data)
     expected = kces.kc_scores(data.edge_index, data.x, data.y, data.train_mask, edge_weight=data.edge_weight)
     unweighted = kces.kc_scores(data.edge_index, data.x, data.y, data.train_mask)
     keep = ~torch.isin(data.edge_index[0] * N + data.edge_index[1],
@@ -168,10 +169,10 @@ def test_store_scores():
 
 def test_ratio_zero_keeps_everything_and_ratio_one_prunes_everything():
     data = with_attributes(sbm_problem()[0])
-    keep_all = KCES(ratio=0.0, label_check=False)(data)
+    keep_all = KCES(pruning=dict(ratio=0.0, label_check=False))(data)
     assert torch.equal(keep_all.edge_index, data.edge_index)
     assert torch.equal(keep_all.edge_attr, data.edge_attr)
-    drop_all = KCES(ratio=1.0, candidates="all", label_check=False)(data)
+    drop_all = KCES(pruning=dict(ratio=1.0, candidates="all", label_check=False))(data)
     assert drop_all.edge_index.shape == (2, 0)
     assert drop_all.edge_attr.shape == (0, 2) and drop_all.edge_weight.shape == (0,)
     assert drop_all.num_nodes == N and torch.equal(drop_all.x, data.x)
@@ -182,7 +183,7 @@ def test_ratio_prunes_the_highest_scores():
     scores = kces.kc_scores(data.edge_index, data.x, data.y, data.train_mask)
     m = data.edge_index.shape[1] // 2
     ratio = 8.7 / m  # round(ratio * m) = 9, not the truncated 8
-    out = KCES(ratio=ratio, candidates="all", label_check=False, store_scores=True)(data)
+    out = KCES(pruning=dict(ratio=ratio, candidates="all", label_check=False), store_scores=True)(data)
     pruned = undirected_set(out.pruned_edge_index)
     assert len(pruned) == round(ratio * m) == 9
     kept_scores = out.kc_score
@@ -196,27 +197,27 @@ def test_thresholds():
     scores = kces.kc_scores(data.edge_index, data.x, data.y, data.train_mask)
     touches_train = data.train_mask[data.edge_index[0]] | data.train_mask[data.edge_index[1]]
     # a large finite threshold prunes nothing (no label check)
-    out = KCES(threshold=1e12, label_check=False)(data)
+    out = KCES(pruning=dict(threshold=1e12, label_check=False))(data)
     assert torch.equal(out.edge_index, data.edge_index)
     # a very low one prunes exactly the candidates: the edges touching a training node
-    out = KCES(threshold=-1e12, label_check=False)(data)
+    out = KCES(pruning=dict(threshold=-1e12, label_check=False))(data)
     assert torch.equal(out.edge_index, data.edge_index[:, ~touches_train])
-    out = KCES(threshold=-1e12, label_check=False, candidates="all")(data)
+    out = KCES(pruning=dict(threshold=-1e12, label_check=False, candidates="all"))(data)
     assert out.edge_index.shape == (2, 0)
     # the "auto" rule: prune candidates with KC above twice the mean absolute KC
-    out = KCES(label_check=False, candidates="all")(data)
+    out = KCES(pruning=dict(label_check=False, candidates="all"))(data)
     assert torch.equal(out.edge_index, data.edge_index[:, ~(scores > 2 * scores.abs().mean())])
     # threshold=None and no label check prunes nothing
-    out = KCES(threshold=None, label_check=False)(data)
+    out = KCES(pruning=dict(threshold=None, label_check=False))(data)
     assert torch.equal(out.edge_index, data.edge_index)
     with pytest.raises(ValueError, match="finite"):
-        KCES(threshold=float("inf"))
+        KCES(pruning=dict(threshold=float("inf")))
 
 
 def test_engines_through_the_transform():
     data, planted = sbm_problem()
     data64 = Data(x=data.x.double(), edge_index=data.edge_index, y=data.y, train_mask=data.train_mask)
-    outs = {engine: KCES(engine=engine, store_scores=True)(data64) for engine in ("first_order", "exact", "woodbury")}
+    outs = {engine: KCES(complexity=dict(engine=engine), store_scores=True)(data64) for engine in ("first_order", "exact", "woodbury")}
     assert torch.equal(outs["woodbury"].edge_index, outs["exact"].edge_index)
     torch.testing.assert_close(outs["woodbury"].kc_score, outs["exact"].kc_score, rtol=1e-8, atol=1e-10)
     for out in outs.values():
@@ -246,10 +247,10 @@ def test_compose_and_dataset_transform():
 
 
 def test_repr():
-    assert repr(KCES()) == "KCES(threshold='auto', k=1, kernel='linear', engine='first_order')"
-    assert repr(KCES(ratio=0.1, k=2, kernel="ntk", engine="exact")) == \
-        "KCES(ratio=0.1, k=2, kernel='ntk', engine='exact')"
-    assert repr(KCES(threshold=0.5)) == "KCES(threshold=0.5, k=1, kernel='linear', engine='first_order')"
+    assert repr(KCES()) == "KCES(Pruning(), Complexity())"
+    assert repr(KCES(pruning=dict(ratio=0.1), complexity=dict(k=2, kernel="ntk", engine="exact"))) == \
+        "KCES(Pruning(ratio=0.1, threshold=None), Complexity(k=2, kernel='ntk', engine='exact'))"
+    assert repr(KCES(pruning=dict(threshold=0.5))) == "KCES(Pruning(threshold=0.5), Complexity())"
 
 
 def test_custom_label_and_mask_attributes():
@@ -273,7 +274,7 @@ def test_isolated_nodes_are_kept():
     torch.testing.assert_close(out.kc_score, small.kc_score)
     # an isolated training node is allowed too
     big.train_mask[N] = True
-    out = KCES(ratio=0.1)(big)
+    out = KCES(pruning=dict(ratio=0.1))(big)
     assert out.num_nodes == N + 3 and 0 < out.edge_index.shape[1] < data.edge_index.shape[1]
     assert is_undirected(out.edge_index)
 
@@ -414,7 +415,7 @@ def test_sanitize_networkx_keeps_zero_weight_edges_it_did_not_prune():
     graph.edges[u, v]["weight"] = 0.0
     labels = {w: graph.nodes[w]["club"] for w in train}
     out = kces.sanitize_networkx(graph, labels, train, features=data.x.numpy(), device="cpu",
-                                 ratio=0.0, label_check=False)
+                                 pruning=dict(ratio=0.0, label_check=False))
     assert set(out.edges) == set(graph.edges)
     assert out.edges[u, v] == {"kind": graph.edges[u, v]["kind"], "weight": 0.0}
 
@@ -440,8 +441,8 @@ def test_sanitize_on_cuda_matches_cpu():
     data = with_attributes(sbm_problem()[0])
     args = (data.edge_index, data.x, data.y, data.train_mask)
     for engine in ("first_order", "exact", "woodbury"):
-        cpu = kces.sanitize(*args, engine=engine, device="cpu")
-        gpu = kces.sanitize(*args, engine=engine, device="cuda")
+        cpu = kces.sanitize(*args, complexity=dict(engine=engine), device="cpu")
+        gpu = kces.sanitize(*args, complexity=dict(engine=engine), device="cuda")
         assert gpu.scores.device.type == "cuda" and gpu.edge_mask.device.type == "cpu"
         assert torch.equal(gpu.edge_mask, cpu.edge_mask)
         torch.testing.assert_close(gpu.scores.cpu(), cpu.scores, rtol=1e-3, atol=1e-4)

@@ -3,7 +3,7 @@ each finished cell appended at once to ``results.jsonl`` (flushed and fsynced), 
 interrupted run loses at most the cell in flight and ``resume`` continues where it stopped.
 
 A record holds the cell's coordinates, ``status`` (``ok``, ``error`` or ``skipped``),
-``accuracy`` (in [0, 1], on the test split or Nettack's target nodes), ``defense_time_s``
+``accuracy`` (in [0, 1], on the test split or Nettack's target nodes), ``defence_time_s``
 (the edge stages), ``train_time_s`` (the model, or the model defence), ``pruned`` /
 ``precision`` / ``recall`` (the last pruning stage's removed edges against the attacker's
 insertions; None without a pruning stage or, for precision/recall, without removals or
@@ -28,17 +28,18 @@ import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 from tqdm import tqdm
 
-from ..data import Graph, edge_difference
-from ..evaluate import pruning_quality
-from .attacks import ATTACKS, PREPERTURBED, AttackedGraphs
-from .datasets import Dataset, load_dataset
-from .defenses import (MODEL_DEFENSES, SVD_RANK, apply_edge_stages, model_defense_accuracy, parse_defense,
-                       skip_reason)
-from ..files import atomic_write, error_line
-from .models import EPOCHS, MODELS, OPTIMIZERS, accuracy, seed_everything
+from ..adapters import edge_difference
+from ..formats import atomic_write, reason
+from ..functional import kc_scores
+from .attacks import AttackedGraphs
+from .datasets import Dataset, Graph, load_dataset
+from .defences import apply_edge_stages, model_defence_accuracy, parse_defence, skip_reason
+from .metrics import pruning_quality
+from .models import EPOCHS, accuracy, seed_everything
+from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SVD_RANK
 
 RESULTS = "results.jsonl"
-KEY_FIELDS = ("dataset", "attack", "rate", "defense", "model", "optimizer", "seed")
+KEY_FIELDS = ("dataset", "attack", "rate", "defence", "model", "optimizer", "seed")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Cell:
     dataset: str
     attack: str
     rate: float
-    defense: str
+    defence: str
     model: str
     optimizer: str
     seed: int
@@ -76,18 +77,18 @@ def _check_names(what: str, names: list[str], allowed: tuple[str, ...]) -> None:
             raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(allowed)}")
 
 
-def _check_defenses(defenses: list[str], with_prognn: bool) -> set[str]:
+def _check_defences(defences: list[str], with_prognn: bool) -> set[str]:
     """Parse every defence; returns the stages used."""
-    used = {stage for name in defenses for stage in parse_defense(name)}
+    used = {stage for name in defences for stage in parse_defence(name)}
     if "prognn" in used and not with_prognn:
         raise ValueError("prognn is slow (hours per Cora cell on a CPU): pass --with-prognn to run it")
-    if used & set(MODEL_DEFENSES) and importlib.util.find_spec("deeprobust") is None:
+    if used & set(MODEL_DEFENCES) and importlib.util.find_spec("deeprobust") is None:
         raise ValueError("rgcn and prognn need DeepRobust: pip install --no-deps deeprobust==0.2.11 (README)")
     return used
 
 
 def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], nettack_perturbations: list[float],
-              defenses: list[str], models: list[str], optimizers: list[str], seeds: int, out: Path,
+              defences: list[str], models: list[str], optimizers: list[str], seeds: int, out: Path,
               cache: Path | None = None, epochs: int | None = None, svd_rank: int = SVD_RANK,
               with_prognn: bool = False, data_root: str | os.PathLike | None = None) -> Plan:
     """Check every argument and load every input (datasets, pre-perturbed graphs), creating
@@ -97,13 +98,13 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
     ``0..seeds-1`` × defences × models × optimizers, in that nesting. ``epochs``: training
     epochs of every model (None: 200, ProGNN 400). Live attacks are cached under ``cache``
     (default ``out/cache``)."""
-    lists = {"datasets": datasets, "attacks": attacks, "defenses": defenses, "models": models,
+    lists = {"datasets": datasets, "attacks": attacks, "defences": defences, "models": models,
              "optimizers": optimizers, "rates": rates, "nettack perturbations": nettack_perturbations}
     for what, values in lists.items():
         if not values:
             raise ValueError(f"no {what} given")
     _check_names("attack", attacks, ATTACKS)
-    used = _check_defenses(defenses, with_prognn)
+    used = _check_defences(defences, with_prognn)
     _check_names("model", models, MODELS)
     _check_names("optimizer", optimizers, OPTIMIZERS)
     for rate in rates:
@@ -130,9 +131,9 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
         for attack, attack_rates in grid:
             for rate in attack_rates if attack in PREPERTURBED else ():
                 graphs.get(dataset, attack, rate, seed=0)
-    cells = [Cell(name, attack, rate, defense, model, optimizer, seed)
+    cells = [Cell(name, attack, rate, defence, model, optimizer, seed)
              for name in loaded for attack, attack_rates in grid for rate in attack_rates for seed in range(seeds)
-             for defense in defenses for model in models for optimizer in optimizers]
+             for defence in defences for model in models for optimizer in optimizers]
     return Plan(datasets=loaded, cells=cells, out=out, graphs=graphs, epochs=epochs, svd_rank=svd_rank)
 
 
@@ -201,8 +202,6 @@ def save_scores(path: Path, graph: Graph, cell: Cell) -> None:
     """KC score of every undirected edge of the attacked ``graph`` (the inputs KCES sees), with
     whether the attacker inserted it: arrays ``pairs`` (m, 2) int64, ``score`` (m,) float32,
     ``adversarial`` (m,) bool, and ``dataset``/``attack``/``rate``/``seed`` scalars."""
-    from ..sanitize import kc_scores
-
     edge_index = from_scipy_sparse_matrix(graph.adj)[0]
     scores = kc_scores(edge_index, torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
                        torch.from_numpy(graph.idx_train), num_nodes=graph.num_nodes).cpu().numpy()
@@ -220,14 +219,14 @@ def save_scores(path: Path, graph: Graph, cell: Cell) -> None:
 
 def blank_record(cell: Cell, status: str) -> dict[str, Any]:
     """A record of ``cell`` with every field, the measured ones None."""
-    return {**asdict(cell), "status": status, "accuracy": None, "defense_time_s": None, "train_time_s": None,
+    return {**asdict(cell), "status": status, "accuracy": None, "defence_time_s": None, "train_time_s": None,
             "pruned": None, "precision": None, "recall": None, "error": None, "reason": None}
 
 
 def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     """Run one cell and return its record (raises on failure)."""
     dataset = plan.datasets[cell.dataset]
-    stages = parse_defense(cell.defense)
+    stages = parse_defence(cell.defence)
     record = blank_record(cell, "ok")
     record["reason"] = skip_reason(stages, dataset, cell.model, cell.optimizer)
     if record["reason"]:
@@ -236,7 +235,7 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
-    record["defense_time_s"] = defended.seconds
+    record["defence_time_s"] = defended.seconds
     if defended.pruned is not None:
         quality = pruning_quality(graph, defended.pruned)
         record.update({key: quality[key] for key in ("pruned", "precision", "recall")})
@@ -245,8 +244,8 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         save_scores(scores, graph, cell)
     trained = graph.with_adj(defended.adj)
     start = time.perf_counter()
-    if stages and stages[-1] in MODEL_DEFENSES:
-        record["accuracy"] = model_defense_accuracy(stages[-1], trained, cell.seed, nodes, plan.epochs)
+    if stages and stages[-1] in MODEL_DEFENCES:
+        record["accuracy"] = model_defence_accuracy(stages[-1], trained, cell.seed, nodes, plan.epochs)
     else:
         record["accuracy"] = accuracy(trained, cell.model, cell.optimizer, cell.seed, nodes, plan.epochs or EPOCHS)
     record["train_time_s"] = time.perf_counter() - start
@@ -260,12 +259,41 @@ def run(plan: Plan, done: set[tuple], log: ResultsLog) -> dict[str, int]:
     counts = {"ok": 0, "skipped": 0, "error": 0, "done before": len(plan.cells) - len(todo)}
     with tqdm(todo, desc="kces bench", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
         for cell in bar:
-            bar.set_postfix_str(f"{cell.dataset} {cell.attack} {cell.rate:g} {cell.defense} {cell.model} "
+            bar.set_postfix_str(f"{cell.dataset} {cell.attack} {cell.rate:g} {cell.defence} {cell.model} "
                                 f"{cell.optimizer} seed {cell.seed}", refresh=False)
             try:
                 record = run_cell(plan, cell)
             except Exception as error:  # a failing cell is recorded and the run continues
-                record = {**blank_record(cell, "error"), "error": error_line(error)}
+                record = {**blank_record(cell, "error"), "error": reason(error)}
             log.append(record)
             counts[record["status"]] += 1
     return counts
+
+
+def execute(plan: Plan) -> dict[str, int]:
+    """Run ``plan`` into ``plan.out/results.jsonl``, continuing the cells it already holds (a
+    part-written last line is dropped); returns the number of cells per status. An interrupt
+    leaves every finished cell on disk."""
+    results = plan.out / RESULTS
+    records, keep = read_results(results) if results.exists() else ([], None)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    log = ResultsLog(results, keep)
+    try:
+        return run(plan, finished(records), log)
+    finally:
+        log.close()
+
+
+def run_grids(out: Path, grids: list[dict[str, Any]], **common: Any) -> int:
+    """Run several grids (each :func:`make_plan`'s arguments, with ``common``) into one ``out``
+    directory, then write its report without figures; the exit status of ``kces bench``. The
+    grids share one results file, so a rerun continues where an interrupted one stopped."""
+    from .report import write_report
+
+    failed = 0
+    for grid in grids:
+        counts = execute(make_plan(out=out, **common, **grid))
+        failed += counts["error"]
+        print(f"{out}: " + ", ".join(f"{count} {status}" for status, count in counts.items()), file=sys.stderr)
+    write_report(out, read_results(out / RESULTS)[0], plots=False)
+    return 1 if failed else 0

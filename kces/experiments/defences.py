@@ -1,8 +1,8 @@
 """Defences: edge-level stages chained with ``+`` (applied left to right), then the model.
 
-Stages that rewrite the adjacency: ``kces`` (:func:`kces.sanitize_adj`, package defaults),
-``jaccard`` (DeepRobust ``GCNJaccard``'s pruning, :func:`kces.evaluate.jaccard_prune`, threshold
-0.01) and ``svd`` (DeepRobust ``GCNSVD``'s rank-k reconstruction, dense and weighted). Model
+Stages that rewrite the adjacency: ``kces`` (:func:`kces.sanitize_adj`, package defaults) and
+its variants of :data:`KCES_VARIANTS` (the ablation), ``jaccard`` (DeepRobust ``GCNJaccard``'s
+pruning, :func:`jaccard_prune`, threshold 0.01) and ``svd`` (DeepRobust ``GCNSVD``'s rank-k reconstruction, dense and weighted). Model
 defences replace the trained model and come last: ``rgcn`` (DeepRobust ``RGCN``) and ``prognn``
 (DeepRobust ``ProGNN``, which learns the structure; slow). ``none`` is no defence; e.g.
 ``kces+jaccard`` runs KCES, then Jaccard on its output.
@@ -21,17 +21,24 @@ import torch
 from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
-from ..data import Graph
-from ..evaluate import jaccard_prune
-from .datasets import Dataset
+from ..options import Complexity, Pruning
+from .datasets import Dataset, Graph
+from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
+from .names import DEFENCES, EDGE_STAGES, MODEL_DEFENCES, SVD_RANK
 
-EDGE_STAGES = ("kces", "jaccard", "svd")
-MODEL_DEFENSES = ("rgcn", "prognn")
-DEFENSES = ("none", *EDGE_STAGES, *MODEL_DEFENSES)
-PRUNING = ("kces", "jaccard")
+KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
+    "kces": (Pruning(), Complexity()),
+    "kces-top10": (Pruning(ratio=0.1, label_check=False, candidates="all"), Complexity()),
+    "kces-kc-only": (Pruning(label_check=False), Complexity()),
+    "kces-labels-only": (Pruning(threshold=None), Complexity()),
+    "kces-k2": (Pruning(), Complexity(k=2)),
+}
+"""The package default and the variants of the ablation (``benchmarks/ablation.py``): the
+paper's literal reading (the 10% highest-KC edges), the KC bound without the label check,
+the label check without the KC bound, and the default with two hops."""
+PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
-SVD_RANK = 50
 RGCN_HIDDEN = 32
 PROGNN_EPOCHS = 400
 PROGNN_ARGS = dict(debug=False, only_gcn=False, lr=0.01, weight_decay=5e-4, hidden=16, dropout=0.5, alpha=5e-4,
@@ -40,17 +47,17 @@ PROGNN_ARGS = dict(debug=False, only_gcn=False, lr=0.01, weight_decay=5e-4, hidd
 """Pro-GNN's ``train.py`` defaults (``epochs`` from the runner, default :data:`PROGNN_EPOCHS`)."""
 
 
-def parse_defense(name: str) -> tuple[str, ...]:
+def parse_defence(name: str) -> tuple[str, ...]:
     """``"none"`` → ``()``, ``"kces+jaccard"`` → ``("kces", "jaccard")``. Raises ``ValueError`` for
     an unknown or repeated stage, or a model defence that is not last."""
     if name == "none":
         return ()
     stages = tuple(name.split("+"))
     for i, stage in enumerate(stages):
-        if stage not in DEFENSES or stage == "none":
-            raise ValueError(f"unknown defence {name!r}; expected one of {', '.join(DEFENSES)} "
+        if stage not in DEFENCES or stage == "none":
+            raise ValueError(f"unknown defence {name!r}; expected one of {', '.join(DEFENCES)} "
                              "or a '+' chain of them such as kces+jaccard")
-        if stage in MODEL_DEFENSES and i != len(stages) - 1:
+        if stage in MODEL_DEFENCES and i != len(stages) - 1:
             raise ValueError(f"defence {name!r}: {stage} trains its own model and must come last")
     if len(set(stages)) != len(stages):
         raise ValueError(f"defence {name!r} repeats a stage")
@@ -63,7 +70,7 @@ def skip_reason(stages: tuple[str, ...], dataset: Dataset, model: str, optimizer
         return f"jaccard needs node features; {dataset.name} has none (identity features)"
     if (model, optimizer) == ("gcn", "adam"):
         return None
-    if stages and stages[-1] in MODEL_DEFENSES:
+    if stages and stages[-1] in MODEL_DEFENCES:
         return f"{stages[-1]} is its own GCN-type model trained with Adam: it pairs only with gcn/adam"
     if "svd" in stages:
         return "svd (GCNSVD) gives a dense n×n adjacency: only DeepRobust's GCN (gcn/adam) propagates it densely"
@@ -80,6 +87,21 @@ class Defended:
     seconds: float
 
 
+def jaccard_prune(adj: sp.spmatrix, features: sp.spmatrix, threshold: float = 0.01) -> sp.csr_matrix:
+    """Drop edges whose endpoints' binary features have Jaccard similarity < ``threshold``
+    (DeepRobust ``GCNJaccard.drop_dissimilar_edges``, binary features)."""
+    adj = sp.csr_matrix(adj, dtype=np.float32)
+    feats = (sp.csr_matrix(features) != 0).astype(np.float32).tocsr()
+    upper = sp.triu(adj, k=1).tocoo()
+    inter = np.asarray(feats[upper.row].multiply(feats[upper.col]).sum(1)).ravel()
+    counts = np.asarray(feats.sum(1)).ravel()
+    union = counts[upper.row] + counts[upper.col] - inter
+    jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    keep = jac >= threshold
+    kept = sp.coo_matrix((upper.data[keep], (upper.row[keep], upper.col[keep])), shape=adj.shape)
+    return (kept + kept.T).tocsr()
+
+
 def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
     """Rank-``rank`` reconstruction ``U_k Σ_k V_kᵀ`` of ``adj`` (DeepRobust ``GCNSVD.truncatedSVD``),
     as a dense-filled float32 CSR; ARPACK's start vector seeded."""
@@ -92,8 +114,10 @@ def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank
     adj, pruned = graph.adj, None
     start = time.perf_counter()
     for stage in stages:
-        if stage == "kces":
-            adj = sanitize_adj(adj, graph.features, graph.labels, graph.idx_train)
+        if stage in KCES_VARIANTS:
+            pruning, complexity = KCES_VARIANTS[stage]
+            adj = sanitize_adj(adj, graph.features, graph.labels, graph.idx_train, pruning=pruning,
+                               complexity=complexity)
         elif stage == "jaccard":
             adj = jaccard_prune(adj, graph.features)
         elif stage == "svd":
@@ -131,7 +155,7 @@ def _prognn_output(graph: Graph, epochs: int) -> torch.Tensor:
                             else prognn.estimator.normalize())
 
 
-def model_defense_accuracy(name: str, graph: Graph, seed: int, nodes: np.ndarray, epochs: int | None) -> float:
+def model_defence_accuracy(name: str, graph: Graph, seed: int, nodes: np.ndarray, epochs: int | None) -> float:
     """Accuracy in [0, 1] on ``nodes`` of DeepRobust's RGCN or ProGNN trained on ``graph`` under
     ``seed`` (``epochs`` of training; None: 200 for RGCN, :data:`PROGNN_EPOCHS` for ProGNN)."""
     seed_everything(seed)
@@ -140,5 +164,4 @@ def model_defense_accuracy(name: str, graph: Graph, seed: int, nodes: np.ndarray
             output = _rgcn_output(graph, epochs or EPOCHS)
         else:
             output = _prognn_output(graph, epochs or PROGNN_EPOCHS)
-    pred = output.argmax(1).numpy()
-    return float((pred[nodes] == graph.labels[nodes]).mean())
+    return accuracy_on(output, graph.labels, nodes)

@@ -1,7 +1,7 @@
 """``kces report DIR``: markdown, CSV tables and figures from ``DIR/results.jsonl``.
 
 The last record of each cell wins. Written into ``DIR``: ``report.md``; ``accuracy.csv``
-(dataset, attack, rate, defense, model, optimizer, n, mean, std: accuracy in %, population
+(dataset, attack, rate, defence, model, optimizer, n, mean, std: accuracy in %, population
 std over the seeds); ``time.csv`` (seconds per dataset × defence); ``accuracy_*.png`` (accuracy
 vs rate, one line per defence, per dataset × attack × model × optimizer) and ``kc_*.png``
 (histograms of the KC scores of adversarial and clean edges, from ``DIR/scores``).
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write
+from ..formats import atomic_write
 from .runner import KEY_FIELDS, RESULTS, read_results, record_key
 
 GROUP = KEY_FIELDS[:-1]  # a table cell: every coordinate but the seed
 PANEL = ("dataset", "attack", "model", "optimizer")  # one table and one figure: rates × defences
 ACCURACY_COLUMNS = (*GROUP, "n", "mean", "std")
-TIME_COLUMNS = ("dataset", "defense", "n", "defense_time_s_mean", "defense_time_s_std", "train_time_s_mean")
+TIME_COLUMNS = ("dataset", "defence", "n", "defence_time_s_mean", "defence_time_s_std", "train_time_s_mean")
 
 
 def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,11 +66,11 @@ def accuracy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def time_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seconds of the edge stages (mean, std) and of the training (mean) per dataset × defence."""
     rows = []
-    for (dataset, defense), group in _groups([r for r in records if r["status"] == "ok"],
-                                             ("dataset", "defense")).items():
-        seconds = np.array([r["defense_time_s"] for r in group])
-        rows.append({"dataset": dataset, "defense": defense, "n": seconds.size,
-                     "defense_time_s_mean": seconds.mean(), "defense_time_s_std": seconds.std(),
+    for (dataset, defence), group in _groups([r for r in records if r["status"] == "ok"],
+                                             ("dataset", "defence")).items():
+        seconds = np.array([r["defence_time_s"] for r in group])
+        rows.append({"dataset": dataset, "defence": defence, "n": seconds.size,
+                     "defence_time_s_mean": seconds.mean(), "defence_time_s_std": seconds.std(),
                      "train_time_s_mean": float(np.mean([r["train_time_s"] for r in group]))})
     return rows
 
@@ -113,14 +113,14 @@ def _accuracy_section(records: list[dict[str, Any]], rows: list[dict[str, Any]],
              "(see the end), `error`: every seed failed.", ""]
     mean = {tuple(r[f] for f in GROUP): f"{r['mean']:.1f} ± {r['std']:.1f}" for r in rows}
     for (dataset, attack, model, optimizer), group in _groups(records, PANEL).items():
-        defenses = list(dict.fromkeys(r["defense"] for r in group))
-        status = {(r["rate"], r["defense"]): r["status"] for r in group if r["status"] != "ok"}
+        defences = list(dict.fromkeys(r["defence"] for r in group))
+        status = {(r["rate"], r["defence"]): r["status"] for r in group if r["status"] != "ok"}
         table = []
         for rate in sorted({r["rate"] for r in group}):
-            keys = [(dataset, attack, rate, d, model, optimizer) for d in defenses]
+            keys = [(dataset, attack, rate, d, model, optimizer) for d in defences]
             table.append([f"{rate:g}", *(mean.get(k, status.get((rate, k[3]), "")) for k in keys)])
         lines += [f"### {dataset} · {attack} · {model} · {optimizer}", "",
-                  *_table([_rate_label(attack), *defenses], table)]
+                  *_table([_rate_label(attack), *defences], table)]
         figure = f"accuracy_{_slug(dataset, attack, model, optimizer)}.png"
         if figure in figures:
             lines += [f"![accuracy vs rate]({figure})", ""]
@@ -134,18 +134,18 @@ def _pruning_section(records: list[dict[str, Any]]) -> list[str]:
     lines = ["## Edges removed by the pruning defences", "",
              "Edges removed (precision / recall against the attacker's insertions), mean over the cells.", ""]
     for (dataset, attack), group in _groups(pruning, ("dataset", "attack")).items():
-        defenses = list(dict.fromkeys(r["defense"] for r in group))
-        cells = _groups(group, ("rate", "defense"))
+        defences = list(dict.fromkeys(r["defence"] for r in group))
+        cells = _groups(group, ("rate", "defence"))
         table = []
         for rate in sorted({r["rate"] for r in group}):
             row = [f"{rate:g}"]
-            for defense in defenses:
-                cell = cells.get((rate, defense), [])
+            for defence in defences:
+                cell = cells.get((rate, defence), [])
                 pruned, precision, recall = (_mean((r[k] for r in cell), digits)
                                              for k, digits in (("pruned", 0), ("precision", 2), ("recall", 2)))
                 row.append(f"{pruned} ({precision} / {recall})" if cell else "")
             table.append(row)
-        lines += [f"### {dataset} · {attack}", "", *_table([_rate_label(attack), *defenses], table)]
+        lines += [f"### {dataset} · {attack}", "", *_table([_rate_label(attack), *defences], table)]
     return lines
 
 
@@ -153,13 +153,13 @@ def _other_sections(records: list[dict[str, Any]], times: list[dict[str, Any]], 
     lines = ["## Time per cell (s)", "", "Edge stages of the defence (mean ± std) and the training of the model "
              "(mean; for rgcn/prognn this is the defence).", ""]
     lines += _table(["dataset", "defence", "cells", "defence", "training"],
-                    [[r["dataset"], r["defense"], str(r["n"]), f"{r['defense_time_s_mean']:.3f} ± "
-                      f"{r['defense_time_s_std']:.3f}", f"{r['train_time_s_mean']:.2f}"] for r in times])
+                    [[r["dataset"], r["defence"], str(r["n"]), f"{r['defence_time_s_mean']:.3f} ± "
+                      f"{r['defence_time_s_std']:.3f}", f"{r['train_time_s_mean']:.2f}"] for r in times])
     if kc_figures:
         lines += ["## KC scores of adversarial and clean edges", "",
                   "KC score of every edge of the attacked graph (the input KCES sees); only edges near a "
                   "labelled node have a non-zero score.", "", *(f"![KC scores]({f})" for f in kc_figures), ""]
-    for status, fields, title in (("skipped", ("dataset", "defense", "model", "optimizer", "reason"), "Skipped cells"),
+    for status, fields, title in (("skipped", ("dataset", "defence", "model", "optimizer", "reason"), "Skipped cells"),
                                   ("error", (*GROUP, "error"), "Failed cells")):
         groups = _groups([r for r in records if r["status"] == status], fields)
         if groups:
@@ -173,10 +173,10 @@ def _accuracy_figure(rows: list[dict[str, Any]], title: str, attack: str):
 
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.add_subplot()
-    for defense in dict.fromkeys(r["defense"] for r in rows):
-        line = [r for r in rows if r["defense"] == defense]
+    for defence in dict.fromkeys(r["defence"] for r in rows):
+        line = [r for r in rows if r["defence"] == defence]
         axes.errorbar([r["rate"] for r in line], [r["mean"] for r in line], yerr=[r["std"] for r in line],
-                      marker="o", capsize=3, label=defense)
+                      marker="o", capsize=3, label=defence)
     axes.set(xlabel=_rate_label(attack), ylabel="accuracy (%)", title=title)
     axes.grid(alpha=0.3)
     axes.legend()

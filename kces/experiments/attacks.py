@@ -19,15 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..data import Graph, load_graph, read_sparse_npz
-from ..evaluate import dice_attack
-from .datasets import Dataset
-from ..files import atomic_write
+from ..formats import atomic_write, read_sparse_npz
+from .datasets import Dataset, Graph, load_graph
 from .models import seed_everything, train_pyg
-
-PREPERTURBED = ("meta", "nettack")
-LIVE = ("dice", "random", "prbcd", "grbcd")
-ATTACKS = PREPERTURBED + LIVE
+from .names import LIVE, PREPERTURBED
 RBCD_BLOCK_SIZE = 100_000
 """Candidate edges PRBCD/GRBCD consider at a time (sampled with replacement, then deduplicated)."""
 RBCD_EPOCHS = 50
@@ -62,8 +57,37 @@ def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
 
 
 def dice(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
-    """DICE (:func:`kces.evaluate.dice_attack`)."""
+    """DICE (:func:`dice_attack`) on the graph's adjacency."""
     return dice_attack(graph.adj, graph.labels, rate, seed)
+
+
+def dice_attack(adj: sp.spmatrix, labels: np.ndarray, rate: float, seed: int) -> sp.csr_matrix:
+    """DICE ("delete internally, connect externally"): ``round(rate * m)`` random edits, each
+    removing an intra-class edge or inserting an inter-class non-edge with probability 1/2
+    (DeepRobust ``DICE``), seeded. Deletions are capped by the intra-class edges there are.
+    ``labels`` (n,) int; raises ``ValueError`` if the insertions cannot be placed."""
+    rng = np.random.default_rng(seed)
+    adj = sp.lil_matrix(adj, dtype=np.float32)
+    n = adj.shape[0]
+    upper = sp.triu(sp.csr_matrix(adj), k=1).tocoo()
+    intra = np.flatnonzero(labels[upper.row] == labels[upper.col])
+    budget = int(round(rate * upper.nnz))
+    n_remove = min(int(rng.binomial(budget, 0.5)), intra.size)
+    n_insert = budget - n_remove
+    inter_pairs = (n * n - np.square(np.bincount(labels)).sum()) // 2
+    if n_insert > inter_pairs - (upper.nnz - intra.size):
+        raise ValueError(f"DICE cannot insert {n_insert} inter-class edges: too few inter-class non-edges")
+    for k in rng.choice(intra, size=n_remove, replace=False):
+        adj[upper.row[k], upper.col[k]] = adj[upper.col[k], upper.row[k]] = 0
+    added = 0
+    while added < n_insert:
+        i, j = rng.integers(0, n, size=2)
+        if labels[i] != labels[j] and adj[i, j] == 0:
+            adj[i, j] = adj[j, i] = 1
+            added += 1
+    out = adj.tocsr()
+    out.eliminate_zeros()
+    return out
 
 
 def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:

@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 
-from .adapters import sanitize_adj
-from .data import load_graph
-from .evaluate import gcn_accuracy, pruning_quality
+from ..adapters import sanitize_adj
+from .datasets import load_graph
+from .metrics import pruning_quality
+from .models import accuracy
 
 
 def run_demo(seeds: int = 5) -> dict:
@@ -27,7 +28,7 @@ def run_demo(seeds: int = 5) -> dict:
           f"{quality['inserted']} edges inserted by the attacker")
     results = {"scoring_s": scoring_s, **quality}
     for name, graph in (("clean", clean), ("attacked", attacked), ("attacked + KCES", sanitized)):
-        acc = np.array([gcn_accuracy(graph, seed) for seed in range(seeds)]) * 100
+        acc = np.array([accuracy(graph, "gcn", "adam", seed) for seed in range(seeds)]) * 100
         results[name] = {"mean": float(acc.mean()), "std": float(acc.std())}
         print(f"  GCN test accuracy, {name:16s} {acc.mean():5.1f} ± {acc.std():.1f} %  ({seeds} seeds)")
     print(f"  KCES pruned {quality['pruned']} edges in {scoring_s:.2f} s: precision {quality['precision']:.2f}, "

@@ -1,11 +1,19 @@
-"""Files of the command line: atomic writes, Nettack-layout ``.npz`` graphs, PyG ``.pt`` graphs.
+"""Graph files, read and written without unpickling anything.
 
-Nothing here unpickles: ``.npz`` files are read with ``allow_pickle=False`` (object arrays in
-them are copied byte for byte, never decoded) and ``.pt`` files with ``weights_only=True``.
+- Nettack-layout ``.npz`` (``adj_*`` CSR arrays, optional ``attr_*`` features, ``labels``,
+  optional ``idx_train``/``idx_val``/``idx_test``): :func:`read_npz`, and
+  :func:`write_npz_without` which copies a file with some edges removed, every other array
+  kept byte for byte (object arrays in it are copied, never decoded);
+- ``scipy.sparse.save_npz`` files: :func:`read_sparse_npz`;
+- PyG ``Data`` saved with ``torch.save``: :func:`load_pyg` (``weights_only=True``);
+- :func:`atomic_write`, so a reader never sees half a file.
+
+``.npz`` files are read with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -15,8 +23,9 @@ from typing import IO
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-from .data import edge_difference, load_npz_graph
+from torch_geometric.data import Data
+from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import GlobalStorage
 
 ADJ_KEYS = ("adj_data", "adj_indices", "adj_indptr")
 SPLIT_KEYS = ("idx_train", "idx_val", "idx_test")
@@ -38,35 +47,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         raise
 
 
-def error_line(error: BaseException) -> str:
-    """``Type: message`` on one line."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+def reason(error: BaseException) -> str:
+    """``Type: message`` of ``error`` on one line, without terminal colour codes."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    return f"{type(error).__name__}: {' '.join(message.split())}"
 
 
-def random_split(labels: np.ndarray, seed: int, train: float = 0.1, val: float = 0.1
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A seeded random (not stratified) split of the labelled nodes (label >= 0): ``train``
-    and ``val`` shares, the rest test. Returns three sorted int64 index arrays."""
-    nodes = np.random.default_rng(seed).permutation(np.flatnonzero(labels >= 0))
-    n_train, n_val = int(round(train * nodes.size)), int(round(val * nodes.size))
-    parts = nodes[:n_train], nodes[n_train:n_train + n_val], nodes[n_train + n_val:]
-    return tuple(np.sort(p).astype(np.int64) for p in parts)
+def _csr(loader, prefix: str) -> sp.csr_matrix:
+    return sp.csr_matrix((loader[f"{prefix}_data"], loader[f"{prefix}_indices"], loader[f"{prefix}_indptr"]),
+                         shape=tuple(loader[f"{prefix}_shape"]))
 
 
 def read_npz(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, dict[str, np.ndarray]]:
-    """A Nettack-layout ``.npz``: raw (n, n) adjacency, (n, d) float32 features (identity if
-    there are no ``attr_*`` arrays), (n,) int64 labels and the ``idx_*`` split arrays it holds.
+    """A Nettack-layout ``.npz``: raw (n, n) adjacency, (n, d) float32 CSR features (identity, as
+    in DeepRobust, if there are no ``attr_*`` arrays, e.g. Polblogs), (n,) int64 labels and the
+    ``idx_*`` split arrays it holds. Only these keys are read, so object arrays are ignored.
 
     Raises ``ValueError`` naming the file and the problem (unreadable, missing or
     inconsistent arrays)."""
     try:
-        adj, features, labels = load_npz_graph(path)
         with np.load(path, allow_pickle=False) as loader:
+            adj = _csr(loader, "adj")
+            features = _csr(loader, "attr") if "attr_data" in loader.files else sp.eye(adj.shape[0], format="csr")
+            labels = loader["labels"].astype(np.int64)
             split = {key: loader[key].astype(np.int64).ravel() for key in SPLIT_KEYS if key in loader.files}
     except KeyError as error:
         raise ValueError(f"{path}: not a Nettack-layout .npz (no array {str(error.args[0]).split()[0]})") from None
     except Exception as error:  # numpy/zipfile raise many types for a bad file; all mean "cannot read"
-        raise ValueError(f"{path}: cannot read it as .npz ({error_line(error)[:200]})") from None
+        raise ValueError(f"{path}: cannot read it as .npz ({reason(error)})") from None
+    features = sp.csr_matrix(features, dtype=np.float32)
     n = adj.shape[0]
     if adj.shape != (n, n) or features.shape[0] != n or labels.shape != (n,):
         raise ValueError(f"{path}: inconsistent shapes: adjacency {adj.shape}, features {features.shape}, "
@@ -75,6 +84,18 @@ def read_npz(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix, np.
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"{path}: {key} has node indices outside [0, {n})")
     return adj, features, labels, split
+
+
+def read_sparse_npz(path: str | os.PathLike) -> sp.csr_matrix:
+    """A ``scipy.sparse.save_npz`` file, read with ``allow_pickle=False``, as float32 CSR."""
+    with np.load(path, allow_pickle=False) as loader:
+        fmt = loader["format"].item()
+        fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+        if fmt not in ("csr", "csc"):
+            raise ValueError(f"{path}: unsupported sparse format {fmt!r}")
+        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+        mat = cls((loader["data"], loader["indices"], loader["indptr"]), shape=tuple(loader["shape"]))
+    return sp.csr_matrix(mat, dtype=np.float32)
 
 
 def undirected(adj: sp.spmatrix) -> sp.csr_matrix:
@@ -87,23 +108,24 @@ def undirected(adj: sp.spmatrix) -> sp.csr_matrix:
     return sym
 
 
-def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, options: dict) -> tuple[int, int]:
-    """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
+def random_split(labels: np.ndarray, seed: int, train: float = 0.1, val: float = 0.1
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded random (not stratified) split of the labelled nodes (label >= 0): ``train``
+    and ``val`` shares, the rest test. Returns three sorted int64 index arrays."""
+    nodes = np.random.default_rng(seed).permutation(np.flatnonzero(labels >= 0))
+    n_train, n_val = int(round(train * nodes.size)), int(round(val * nodes.size))
+    parts = nodes[:n_train], nodes[n_train:n_train + n_val], nodes[n_train + n_val:]
+    return tuple(np.sort(p).astype(np.int64) for p in parts)
 
-    A directed input is scored as its undirected version; a pruned edge {i, j} loses both
-    (i, j) and (j, i); self-loops, weights and order of the kept entries stay. Returns the
-    undirected edge counts (before, after)."""
-    from .adapters import sanitize_adj
 
-    adj, features, labels, split = read_npz(src)
-    graph = undirected(adj)
-    train = split["idx_train"] if "idx_train" in split else random_split(labels, seed, train_ratio, 0.0)[0]
-    pruned = edge_difference(graph, sanitize_adj(graph, features, labels, train, **options))
+def write_npz_without(src: Path, dst: Path, adj: sp.csr_matrix, pairs: np.ndarray) -> None:
+    """Write ``dst``: the Nettack-layout ``src`` (whose raw adjacency is ``adj``) without the
+    entries (i, j) and (j, i) of each row of ``pairs`` (m, 2). The kept entries keep their
+    order, weights and dtypes; every other array is copied byte for byte."""
     with np.load(src, allow_pickle=False) as loader:
         dtypes = {key: loader[key].dtype for key in ADJ_KEYS}
-    arrays = {key: value.astype(dtypes[key]) for key, value in _without_pairs(adj, pruned).items()}
+    arrays = {key: value.astype(dtypes[key]) for key, value in _without_pairs(adj, pairs).items()}
     atomic_write(dst, lambda f: _replace_members(src, f, arrays))
-    return graph.nnz // 2, graph.nnz // 2 - len(pruned)
 
 
 def _without_pairs(adj: sp.csr_matrix, pairs: np.ndarray) -> dict[str, np.ndarray]:
@@ -131,39 +153,15 @@ def _replace_members(src: Path, out: IO[bytes], arrays: dict[str, np.ndarray]) -
                 zout.writestr(info, zin.read(info))
 
 
-def load_pyg(path: Path):
+def load_pyg(path: str | os.PathLike) -> Data:
     """A ``torch_geometric.data.Data`` saved with ``torch.save``, loaded with ``weights_only=True``."""
-    from torch_geometric.data import Data
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import GlobalStorage
-
     try:
         with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
             data = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises many types for a bad file; all mean "cannot read"
-        raise ValueError(f"{path}: cannot read it as a PyG Data .pt file ({error_line(error)[:200]})") from None
+        raise ValueError(f"{path}: cannot read it as a PyG Data .pt file ({reason(error)})") from None
     if not isinstance(data, Data):
         raise ValueError(f"{path}: holds a {type(data).__name__}, expected a torch_geometric.data.Data")
     return data
 
 
-def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, options: dict) -> tuple[int, int]:
-    """KCES (the PyG transform) on a saved ``Data``; writes ``dst`` with all attributes kept and
-    edge-level ones following the kept edges. Without ``train_mask`` a seeded ``train_ratio``
-    split of the labelled nodes is used (and not stored). Returns the edge counts (before,
-    after), undirected."""
-    from .transform import KCES
-
-    data = load_pyg(src)
-    if not isinstance(getattr(data, "y", None), torch.Tensor) or data.y.dim() != 1:
-        raise ValueError(f"{src}: the Data needs node labels y of shape (num_nodes,)")
-    work = data
-    if getattr(data, "train_mask", None) is None:
-        work = data.clone()
-        work.train_mask = torch.zeros(data.num_nodes, dtype=torch.bool)
-        work.train_mask[torch.from_numpy(random_split(data.y.numpy(), seed, train_ratio, 0.0)[0])] = True
-    out = KCES(**options)(work)
-    if work is not data:
-        del out.train_mask
-    atomic_write(dst, lambda f: torch.save(out, f))
-    return data.edge_index.shape[1] // 2, out.edge_index.shape[1] // 2

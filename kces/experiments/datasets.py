@@ -1,4 +1,5 @@
-"""Benchmark graphs, loaded exactly as DeepRobust loads them, without pickles.
+"""Benchmark datasets: the Pro-GNN graphs, loaded exactly as DeepRobust loads them (without
+pickles), and any Nettack-layout ``.npz`` file.
 
 Files are looked up, in this order, under an explicit ``root``, ``$KCES_DATA``, the
 files embedded in the package (Cora clean + 20% Metattack) and ``../shared/data``
@@ -14,18 +15,26 @@ A missing file is downloaded from its published address only when ``download=Tru
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.request
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import from_scipy_sparse_matrix
 
-EMBEDDED_ROOT = Path(__file__).parent / "_data"
-ATTACKS = ("meta", "nettack")
+from ..adapters import edge_difference
+from ..formats import SPLIT_KEYS, random_split, read_npz, read_sparse_npz, undirected
+from ..labels import is_identity_like
+from .names import DATASETS, PREPERTURBED
+
+EMBEDDED_ROOT = Path(__file__).parents[1] / "_data"
 _URLS = {
     "npz": "https://raw.githubusercontent.com/danielzuegner/gnn-meta-attack/master/data/{file}",
     "prognn": "https://raw.githubusercontent.com/ChandlerBang/Pro-GNN/master/{sub}/{file}",
@@ -64,13 +73,10 @@ class Graph:
         """(m, 2) int64 array of undirected edges (i < j) in ``adj`` but not ``clean_adj``."""
         return edge_difference(self.adj, self.clean_adj)
 
-    def to_pyg(self):
+    def to_pyg(self) -> Data:
         """A ``torch_geometric.data.Data`` with x, edge_index, y and train/val/test masks."""
-        from torch_geometric.data import Data
-
         n = self.num_nodes
-        coo = self.adj.tocoo()
-        edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+        edge_index = from_scipy_sparse_matrix(self.adj)[0]
         masks = {}
         for key, idx in (("train_mask", self.idx_train), ("val_mask", self.idx_val), ("test_mask", self.idx_test)):
             mask = torch.zeros(n, dtype=torch.bool)
@@ -78,13 +84,6 @@ class Graph:
             masks[key] = mask
         return Data(x=torch.from_numpy(self.features.toarray()), edge_index=edge_index,
                     y=torch.from_numpy(self.labels), num_nodes=n, **masks)
-
-
-def edge_difference(adj: sp.spmatrix, other: sp.spmatrix) -> np.ndarray:
-    """Undirected edges (i < j) present in ``adj`` and absent from ``other``, as (m, 2) int64."""
-    diff = sp.triu((sp.csr_matrix(adj) != 0).astype(np.int8) - (sp.csr_matrix(other) != 0).astype(np.int8), k=1).tocoo()
-    keep = diff.data > 0
-    return np.stack([diff.row[keep], diff.col[keep]], axis=1).astype(np.int64)
 
 
 def _candidates(root: str | os.PathLike | None) -> list[Path]:
@@ -111,24 +110,6 @@ def find_file(relpath: str, root: str | os.PathLike | None = None, download: boo
     return target
 
 
-def _csr(loader, prefix: str) -> sp.csr_matrix:
-    return sp.csr_matrix((loader[f"{prefix}_data"], loader[f"{prefix}_indices"], loader[f"{prefix}_indptr"]),
-                         shape=tuple(loader[f"{prefix}_shape"]))
-
-
-def load_npz_graph(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
-    """Read a Nettack-layout ``.npz``; returns raw (adj, features, labels).
-
-    Featureless graphs (no ``attr_*`` keys, e.g. Polblogs) get identity features, as in
-    DeepRobust. Only the needed keys are read, so object arrays in the file are ignored.
-    """
-    with np.load(path, allow_pickle=False) as loader:
-        adj = _csr(loader, "adj")
-        features = _csr(loader, "attr") if "attr_data" in loader.files else sp.eye(adj.shape[0], format="csr")
-        labels = loader["labels"].astype(np.int64)
-    return adj, sp.csr_matrix(features, dtype=np.float32), labels
-
-
 def largest_connected_component(adj: sp.spmatrix) -> np.ndarray:
     """Node ids of the largest connected component, ascending (DeepRobust's order)."""
     _, component = sp.csgraph.connected_components(adj)
@@ -138,26 +119,10 @@ def largest_connected_component(adj: sp.spmatrix) -> np.ndarray:
 
 def load_clean(name: str, root=None, download: bool = False):
     """Clean LCC graph exactly as ``deeprobust.graph.data.Dataset(setting='prognn')``."""
-    adj, features, labels = load_npz_graph(find_file(f"npz/{name}.npz", root, download))
-    adj = adj + adj.T
-    adj.data[:] = np.minimum(adj.data, 1)
+    adj, features, labels, _ = read_npz(find_file(f"npz/{name}.npz", root, download))
+    adj = undirected(adj)
     keep = largest_connected_component(adj)
-    adj = sp.csr_matrix(adj[keep][:, keep], dtype=np.float32)
-    adj.setdiag(0)
-    adj.eliminate_zeros()
-    return adj, features[keep], labels[keep]
-
-
-def read_sparse_npz(path: str | os.PathLike) -> sp.csr_matrix:
-    """A ``scipy.sparse.save_npz`` file, read with ``allow_pickle=False``, as float32 CSR."""
-    with np.load(path, allow_pickle=False) as loader:
-        fmt = loader["format"].item()
-        fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
-        if fmt not in ("csr", "csc"):
-            raise ValueError(f"{path}: unsupported sparse format {fmt!r}")
-        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
-        mat = cls((loader["data"], loader["indices"], loader["indptr"]), shape=tuple(loader["shape"]))
-    return sp.csr_matrix(mat, dtype=np.float32)
+    return sp.csr_matrix(adj[keep][:, keep]), features[keep], labels[keep]
 
 
 def load_graph(name: str = "cora", attack: str | None = None, rate: float = 0.0,
@@ -168,8 +133,8 @@ def load_graph(name: str = "cora", attack: str | None = None, rate: float = 0.0,
     (perturbations per target node; then ``target_nodes`` is set). Matches DeepRobust's
     ``Dataset(name, setting='prognn')`` and ``PrePtbDataset`` on the same files.
     """
-    if attack is not None and attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS} or None")
+    if attack is not None and attack not in PREPERTURBED:
+        raise ValueError(f"unknown attack {attack!r}; expected one of {PREPERTURBED} or None")
     adj, features, labels = load_clean(name, root, download)
     with open(find_file(f"prognn/splits/{name}_prognn_splits.json", root, download)) as f:
         split = json.load(f)
@@ -187,3 +152,66 @@ def load_graph(name: str = "cora", attack: str | None = None, rate: float = 0.0,
                  idx_val=np.asarray(split["idx_val"], dtype=np.int64),
                  idx_test=np.asarray(split["idx_test"], dtype=np.int64),
                  clean_adj=adj, target_nodes=targets)
+
+
+SPLIT_SEED = 0
+"""Seed of the random 10/10/80 split of graphs that come without one (cora_ml, most files)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A clean benchmark graph. ``name`` is recorded in the results (the benchmark name or the
+    file's stem); ``key`` names its files (the name, or stem + a hash of the file's bytes);
+    ``named`` is True for the Pro-GNN datasets (only they have pre-perturbed graphs)."""
+
+    name: str
+    key: str
+    graph: Graph
+    named: bool
+
+    @cached_property
+    def featureless(self) -> bool:
+        """True when the features are the identity (Polblogs): no feature signal."""
+        features = self.graph.features
+        return features.nnz == features.shape[0] and is_identity_like(torch.from_numpy(features.toarray()))
+
+
+def load_dataset(spec: str, root: str | os.PathLike | None = None) -> Dataset:
+    """``spec``: one of :data:`DATASETS` (files looked up as :func:`kces.data.find_file`, under
+    ``root`` if given) or a path to a ``.npz`` file. Raises ``ValueError`` /
+    ``FileNotFoundError`` naming the problem."""
+    if spec in DATASETS:
+        return Dataset(name=spec, key=spec, graph=_named_graph(spec, root), named=True)
+    if spec.endswith(".npz"):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {spec} does not exist")
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+        return Dataset(name=path.stem, key=f"{path.stem}-{digest}", graph=_file_graph(path), named=False)
+    raise ValueError(f"unknown dataset {spec!r}; expected one of {', '.join(DATASETS)} or a path to a .npz file")
+
+
+def _named_graph(name: str, root) -> Graph:
+    """The Pro-GNN graph with its split, or (no Pro-GNN split, e.g. cora_ml) the clean largest
+    component with a seeded random split."""
+    try:
+        find_file(f"prognn/splits/{name}_prognn_splits.json", root)
+    except FileNotFoundError:
+        adj, features, labels = load_clean(name, root)
+        return _graph(name, adj, features, labels, random_split(labels, SPLIT_SEED))
+    return load_graph(name, root=root)
+
+
+def _file_graph(path: Path) -> Graph:
+    adj, features, labels, split = read_npz(path)
+    if split and len(split) < len(SPLIT_KEYS):
+        raise ValueError(f"{path}: has {sorted(split)} but not all of {SPLIT_KEYS}")
+    idx = tuple(split[key] for key in SPLIT_KEYS) if split else random_split(labels, SPLIT_SEED)
+    if any((labels[i] < 0).any() for i in idx):
+        raise ValueError(f"{path}: nodes of the split have negative (missing) labels")
+    return _graph(path.stem, undirected(adj), features, labels, idx)
+
+
+def _graph(name: str, adj, features, labels: np.ndarray, idx: tuple[np.ndarray, ...]) -> Graph:
+    return Graph(name=name, adj=adj, features=features, labels=labels, idx_train=idx[0], idx_val=idx[1],
+                 idx_test=idx[2], clean_adj=adj)

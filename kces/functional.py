@@ -1,0 +1,82 @@
+"""Functional core on ``edge_index``: KC scores of every edge and the sanitized graph.
+
+Every other face (the PyG transform, scipy/DeepRobust, networkx) converts to these calls.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .complexity import label_matrix, pair_scores
+from .inputs import Problem, prepare
+from .labels import label_disagreement
+from .options import Complexity, Pruning, options
+from .prune import candidate_mask, prune_mask
+
+
+@dataclass(frozen=True)
+class Sanitized:
+    """Result of :func:`sanitize`. ``edge_index`` (2, E') kept columns of the input;
+    ``edge_mask`` (E,) True where a column was kept; ``scores`` (E,) its edge's KC score."""
+
+    edge_index: Tensor
+    edge_mask: Tensor
+    scores: Tensor
+
+
+def problem_scores(problem: Problem, complexity: Complexity) -> Tensor:
+    """(m,) KC scores of the undirected edges of ``problem`` (``problem.edges.pairs`` order)."""
+    nodes = problem.train_nodes
+    labels = label_matrix(problem.y[nodes], problem.num_classes, complexity.centre, dtype=problem.x.dtype)
+    return pair_scores(problem.x, problem.edges, nodes, labels, complexity)
+
+
+def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
+              num_nodes: int | None = None, edge_weight: Tensor | None = None,
+              complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Tensor:
+    """KC score ``GKC(G) − GKC(G − e)`` of the edge in each column of ``edge_index``.
+
+    edge_index: (2, E) undirected (both directions present), no self-loops or duplicates;
+    x: (n, d) features or None for identity features; y: (n,) int labels; train_mask: (n,)
+    bool or index tensor of labelled nodes (the set S); edge_weight: (E,) non-negative,
+    equal in both directions; complexity: :class:`kces.Complexity` (or a dict of its fields).
+    Returns (E,) on the compute device (``device``, else ``x``'s); both directions of an edge
+    get the same score. Edges farther than ``k`` hops from every training node get exactly 0;
+    the work and memory grow with the ``k``-hop region of the training nodes, not with n².
+    """
+    complexity = options(Complexity, complexity, "complexity")
+    problem = prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
+    if problem.edges.num_edges == 0:
+        return torch.zeros(0, device=problem.x.device)
+    return problem_scores(problem, complexity)[problem.edges.inverse.to(problem.x.device)]
+
+
+def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, *,
+             num_nodes: int | None = None, edge_weight: Tensor | None = None,
+             pruning: Pruning | Mapping[str, Any] | None = None,
+             complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Sanitized:
+    """Prune the suspicious edges of an undirected graph (the rule: :mod:`kces.prune`).
+
+    Arguments as :func:`kc_scores`, plus ``pruning``: :class:`kces.Pruning` (or a dict of its
+    fields; default: the measured rule). The inputs are not modified; both directions of a
+    pruned edge go together.
+    """
+    pruning = options(Pruning, pruning, "pruning")
+    complexity = options(Complexity, complexity, "complexity")
+    problem = prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
+    edges, dev = problem.edges, problem.x.device
+    if edges.num_edges == 0:
+        empty = torch.zeros(0, dtype=torch.bool, device=edge_index.device)
+        return Sanitized(edge_index=edge_index.clone(), edge_mask=empty, scores=torch.zeros(0, device=dev))
+    scores = problem_scores(problem, complexity)
+    pairs, inverse = edges.pairs.to(dev), edges.inverse.to(dev)
+    candidates = candidate_mask(pairs, problem.train_nodes, edges.num_nodes, pruning)
+    disagree = (label_disagreement(pairs, problem.x, problem.y, problem.train_nodes, problem.num_classes,
+                                   pruning.label_top_k) if pruning.label_check else None)
+    pruned = prune_mask(scores, candidates, disagree, pruning)
+    edge_mask = ~pruned[inverse].to(edge_index.device)
+    return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask, scores=scores[inverse])

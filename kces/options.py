@@ -1,0 +1,160 @@
+"""The two option groups of KCES, each a frozen dataclass that validates itself on construction.
+
+:class:`Complexity` says how the kernel complexity and the edge scores are computed
+(:mod:`kces.complexity`); :class:`Pruning` says which edges go (:mod:`kces.prune`). Every
+face (:func:`kces.sanitize`, :class:`kces.KCES`, :func:`kces.sanitize_adj`, ...) takes them as
+``complexity=`` and ``pruning=``: an instance, a ``dict`` of its fields, or ``None`` for the
+defaults, as PyG's ``GDC`` groups its sub-options.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
+
+import torch
+
+from .kernels import KERNELS
+
+ENGINES = ("exact", "first_order", "woodbury")
+FORMS = ("auto", "dual", "primal")
+CANDIDATES = ("labelled", "all")
+Engine = Literal["exact", "first_order", "woodbury"]
+Form = Literal["auto", "dual", "primal"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _real(value: Any, name: str) -> float:
+    """``value`` as a Python float: a real number, NumPy scalar or 0-d tensor; ``TypeError`` otherwise."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+class _Options:
+    def __repr__(self) -> str:
+        """Only the fields that differ from their defaults, e.g. ``Pruning(ratio=0.1)``."""
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != f.default]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+
+@dataclass(frozen=True, repr=False)
+class Complexity(_Options):
+    """How the graph kernel complexity and the KC scores are computed.
+
+    Args:
+        k (int, default 1): propagation hops of ``Z = Â^k X``.
+        kernel (str, default ``"linear"``): ``"linear"`` (``ZZᵀ``) or ``"ntk"`` (two-layer ReLU NTK).
+        lam (float, default 1e-2): ridge ``λ`` of ``H = k(Z_S) + λI``.
+        centre (bool, default True): centre the one-hot labels of S (column means removed).
+        engine (str, default ``"first_order"``): ``"first_order"`` (one backward pass over the
+            K-hop region of S), or the references ``"exact"`` and ``"woodbury"``.
+        form (str, default ``"auto"``): ``"dual"`` (|S|×|S| solve), ``"primal"`` (D×D) or
+            ``"auto"`` (the cheaper); first-order engine only.
+        random_features (int, default 4096): NTK random features of the primal form.
+        max_memory (int or None, default None): bytes the scoring may use (None: what the
+            device has free); a larger estimate raises ``MemoryError`` before allocating.
+    """
+
+    k: int = 1
+    kernel: str = "linear"
+    lam: float = 1e-2
+    centre: bool = True
+    engine: str = "first_order"
+    form: str = "auto"
+    random_features: int = 4096
+    max_memory: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.k) or self.k < 1:
+            raise ValueError(f"k (propagation hops) must be an integer >= 1, got {self.k!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; expected one of {tuple(KERNELS)}")
+        lam = _real(self.lam, "lam")
+        if not (lam > 0 and math.isfinite(lam)):
+            raise ValueError(f"lam (ridge) must be > 0 and finite, got {self.lam!r}")
+        object.__setattr__(self, "lam", lam)
+        if not _is_bool(self.centre):
+            raise TypeError(f"centre must be True or False, got {self.centre!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
+        if self.form not in FORMS:
+            raise ValueError(f"unknown form {self.form!r}; expected one of {FORMS}")
+        if not _is_int(self.random_features) or self.random_features < 1:
+            raise ValueError(f"random_features must be an integer >= 1, got {self.random_features!r}")
+        if self.max_memory is not None and not (_is_int(self.max_memory) and self.max_memory > 0):
+            raise ValueError(f"max_memory must be a positive number of bytes or None, got {self.max_memory!r}")
+
+
+@dataclass(frozen=True, repr=False)
+class Pruning(_Options):
+    """Which edges :func:`kces.sanitize` prunes (the rule is in :mod:`kces.prune`).
+
+    Args:
+        ratio (float or None, default None): prune ``round(ratio · m)`` edges, the candidates of
+            highest KC after those the label check prunes; replaces the KC bound.
+        threshold (float, ``"auto"`` or None, default ``"auto"``): prune candidates whose KC
+            exceeds this value; ``"auto"`` is twice the mean absolute KC; None: no KC bound.
+        label_check (bool, default True): prune candidates whose endpoint labels disagree.
+        label_top_k (int, default 2): feature classes of an unlabelled node that count as
+            compatible in the label check.
+        candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
+            node) or ``"all"``.
+    """
+
+    ratio: float | None = None
+    threshold: float | str | None = "auto"
+    label_check: bool = True
+    label_top_k: int = 2
+    candidates: str = "labelled"
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None:
+            ratio = _real(self.ratio, "ratio")
+            if not 0.0 <= ratio <= 1.0:
+                raise ValueError(f"ratio must be a number in [0, 1], got {self.ratio!r}")
+            if self.threshold not in (None, "auto"):
+                raise ValueError("give either ratio or threshold, not both")
+            object.__setattr__(self, "ratio", ratio)
+            object.__setattr__(self, "threshold", None)
+        if isinstance(self.threshold, str):
+            if self.threshold != "auto":
+                raise ValueError(f"threshold must be a number, 'auto' or None, got {self.threshold!r}")
+        elif self.threshold is not None:
+            threshold = _real(self.threshold, "threshold")
+            if not math.isfinite(threshold):
+                raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+            object.__setattr__(self, "threshold", threshold)
+        if not _is_bool(self.label_check):
+            raise TypeError(f"label_check must be True or False, got {self.label_check!r}")
+        if not _is_int(self.label_top_k) or self.label_top_k < 1:
+            raise ValueError(f"label_top_k must be an integer >= 1, got {self.label_top_k!r}")
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
+
+
+Options = TypeVar("Options", Complexity, Pruning)
+
+
+def options(kind: type[Options], value: Options | Mapping[str, Any] | None, name: str) -> Options:
+    """``value`` as a ``kind``: itself, ``kind(**value)`` for a mapping, the defaults for None."""
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, Mapping):
+        return kind(**value)
+    raise TypeError(f"{name} must be a {kind.__name__}, a dict of its fields or None, got {type(value).__name__}")
