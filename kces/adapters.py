@@ -2,6 +2,7 @@
 only by :func:`sanitize_networkx`)."""
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any, Hashable, Iterable, Mapping
 
 import numpy as np
@@ -9,6 +10,7 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 
+from .errors import InputError, InputTypeError
 from .options import Complexity, Pruning
 from .functional import sanitize
 
@@ -40,34 +42,35 @@ def _dense_features(features: Any) -> torch.Tensor | None:
     return torch.as_tensor(np.asarray(features, dtype=np.float32))
 
 
-def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *, pruning: Pruning | Mapping[str, Any] | None = None,
-                 complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
+def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
+                 pruning: Pruning | Mapping[str, Any] | None = None, complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
     """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
     pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
-    numpy). ``features`` (n, d) scipy/numpy/torch or None (identity); ``labels`` (n,);
-    ``idx_train`` training node indices; ``pruning``/``complexity`` as :func:`kces.sanitize`.
+    numpy; a scipy sparse *array* gives a ``csr_array``). ``features`` (n, d) scipy/numpy/torch or
+    None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask; ``pruning``/``complexity`` as :func:`kces.sanitize`.
     Dense Gram work runs on CUDA when available unless ``device`` says otherwise.
     """
     if isinstance(adj, torch.Tensor):
-        raise TypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
+        raise InputTypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
                         "adj before utils.to_tensor), not a torch tensor")
     sparse_in = sp.issparse(adj)
     if not sparse_in and not isinstance(adj, np.ndarray):
-        raise TypeError(f"adj must be a scipy sparse matrix or numpy array, got {type(adj).__name__}")
+        raise InputTypeError(f"adj must be a scipy sparse matrix or numpy array, got {type(adj).__name__}")
     if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
-        raise ValueError(f"adj must be square, got shape {adj.shape}")
+        raise InputError(f"adj must be square, got shape {adj.shape}")
     coo = sp.coo_matrix(adj)
     stored = coo.data != 0
     row, col, data = coo.row[stored], coo.col[stored], coo.data[stored]
     edge_index, weight = from_scipy_sparse_matrix(sp.coo_matrix((data, (row, col)), shape=adj.shape))
     unweighted = bool(np.all(data == 1))
-    result = sanitize(edge_index, _dense_features(features), torch.as_tensor(np.asarray(labels), dtype=torch.long),
-                      torch.as_tensor(np.asarray(idx_train), dtype=torch.long), num_nodes=adj.shape[0],
+    result = sanitize(edge_index, _dense_features(features), labels, idx_train, num_nodes=adj.shape[0],
                       edge_weight=None if unweighted else weight.float(), device=_default_device(device),
                       pruning=pruning, complexity=complexity)
     mask = result.edge_mask.cpu().numpy()
     out = sp.csr_matrix((data[mask], (row[mask], col[mask])), shape=adj.shape, dtype=adj.dtype)
-    return out if sparse_in else out.toarray()
+    if not sparse_in:
+        return out.toarray()
+    return sp.csr_array(out) if isinstance(adj, sp.sparray) else out
 
 
 def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, train_nodes: Iterable[Hashable], *,
@@ -77,24 +80,41 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
     edge and graph attributes kept). ``labels``: node → label mapping or the name of a node
     attribute (only training nodes need one); ``features``: (n, d) rows in ``graph.nodes``
     order, or None for identity features; edge attribute ``weight`` is honoured;
-    ``pruning``/``complexity`` as :func:`kces.sanitize`.
+    ``pruning``/``complexity`` as :func:`kces.sanitize`. Integer labels are the classes; any other
+    labels (e.g. strings) are mapped to classes 0, 1, ... in sorted order.
     """
     import networkx as nx
 
     if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
-        raise TypeError("sanitize_networkx needs an undirected simple nx.Graph "
+        raise InputTypeError("sanitize_networkx needs an undirected simple nx.Graph "
                         "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
+    if graph.number_of_nodes() == 0:
+        raise InputError("the graph is empty (no nodes)")
     nodes = list(graph.nodes)
     position = {node: i for i, node in enumerate(nodes)}
-    train = sorted({position[v] for v in train_nodes if v in position})
+    train_nodes = list(train_nodes)
+    unknown = [v for v in train_nodes if v not in position]
+    if unknown:
+        raise InputError(f"train_nodes holds {len(unknown)} node(s) not in the graph, e.g. {unknown[0]!r}")
+    train = np.zeros(len(nodes), dtype=bool)
+    train[[position[v] for v in train_nodes]] = True
     if isinstance(labels, str):
         labels = nx.get_node_attributes(graph, labels)
     y = np.full(len(nodes), -1, dtype=np.int64)
-    for node, label in labels.items():
-        if node in position:
-            y[position[node]] = int(label)
+    known = {node: label for node, label in labels.items() if node in position}
+    values = list(dict.fromkeys(known.values()))
+    if all(isinstance(v, numbers.Integral) for v in values):
+        classes = {v: int(v) for v in values}
+    else:  # e.g. karate club's 'Mr. Hi' / 'Officer': classes in sorted order (first appearance if unsortable)
+        try:
+            values = sorted(values)
+        except TypeError:
+            pass
+        classes = {v: c for c, v in enumerate(values)}
+    for node, label in known.items():
+        y[position[node]] = classes[label]
     adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr")
-    sanitized = sanitize_adj(sp.csr_matrix(adj), features, y, np.asarray(train, dtype=np.int64),
+    sanitized = sanitize_adj(sp.csr_matrix(adj), features, y, train,
                              pruning=pruning, complexity=complexity, device=device)
     # remove only the edges KCES pruned: a zero-weight edge is no edge of ``adj``, never scored
     out = graph.copy()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from .errors import InputError, InputTypeError
 from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, SVD_RANK
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> ArgumentParser:
     cmd.add_argument("--svd-rank", type=int, default=SVD_RANK, help=f"rank of the svd defence (default {SVD_RANK})")
     cmd.add_argument("--with-prognn", action="store_true", help="allow the prognn defence (hours per cell on a CPU)")
     cmd.add_argument("--data-root", type=Path,
-                     help="benchmark data folder (default: $KCES_DATA, the package, ../shared/data)")
+                     help="benchmark data folder (default: $KCES_DATA, the package's own files, then "
+                     "shared/data beside the repository)")
     cmd.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     cmd.set_defaults(run=_bench)
     return cmd
@@ -131,10 +133,14 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail(f"{args.input} does not exist or is not a file")
     if args.output.resolve() == args.input.resolve():
         fail("OUTPUT must differ from INPUT")
+    if args.output.is_dir():
+        fail(f"OUTPUT {args.output} is a directory; give a file name")
     if not args.output.parent.is_dir():
         fail(f"the directory of OUTPUT, {args.output.parent}, does not exist")
     if not 0 < args.train_ratio <= 1:
         fail(f"--train-ratio must be in (0, 1], got {args.train_ratio}")
+    if args.seed < 0:
+        fail(f"--seed must be >= 0, got {args.seed}")
     from .options import Complexity, Pruning
 
     pruning, complexity = Pruning(ratio=args.ratio), Complexity(k=args.k)
@@ -251,5 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():  # library warnings (PyG contrib, torch sparse, DeepRobust) are noise here
             warnings.simplefilter("ignore")
             return args.run(args, args.command_parser.error)
-    except (ValueError, TypeError, FileNotFoundError, MemoryError) as error:  # bad input, found while checking
+    except (InputError, InputTypeError, FileNotFoundError, MemoryError) as error:
+        # refused input (kces's own checks), missing data, or the memory guard: a usage error;
+        # any other exception is a failure of the work and keeps its traceback
         args.command_parser.error(str(error))

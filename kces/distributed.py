@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .complexity import feature_map, label_matrix, primal_complexity, region_rows
+from .errors import InputError
 from .formats import load_pyg
 from .inputs import prepare
 from .options import Complexity, options
@@ -59,10 +60,10 @@ def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tenso
         raise RuntimeError("kces.distributed.kc_scores needs an initialised torch.distributed process group "
                            "(torch.distributed.init_process_group, or run under torchrun)")
     if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        raise InputError(f"timeout must be > 0 seconds, got {timeout!r}")
     complexity = options(Complexity, complexity, "complexity")
     if complexity.engine != "first_order" or complexity.form == "dual":
-        raise ValueError("kces.distributed scores with the first-order engine in the primal form; got "
+        raise InputError("kces.distributed scores with the first-order engine in the primal form; got "
                          f"engine={complexity.engine!r}, form={complexity.form!r}")
     problem = prepare(edge_index, x, y, train_mask, num_nodes, edge_weight, device)
     edges, x = problem.edges, problem.x

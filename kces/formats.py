@@ -5,7 +5,9 @@
   :func:`write_npz_without` which copies a file with some edges removed, every other array
   kept byte for byte (object arrays in it are copied, never decoded);
 - ``scipy.sparse.save_npz`` files: :func:`read_sparse_npz`;
-- PyG ``Data`` saved with ``torch.save``: :func:`load_pyg` (``weights_only=True``);
+- PyG ``Data`` saved with ``torch.save``: :func:`load_pyg` (``weights_only=True``; a plain
+  ``torch.load`` of such a file needs ``torch.serialization.safe_globals`` with PyG's ``Data``
+  classes, as :func:`load_pyg` does, or ``weights_only=False`` for a file you trust);
 - :func:`atomic_write`, so a reader never sees half a file.
 
 ``.npz`` files are read with ``allow_pickle=False``.
@@ -26,6 +28,8 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
+
+from .errors import InputError
 
 ADJ_KEYS = ("adj_data", "adj_indices", "adj_indptr")
 SPLIT_KEYS = ("idx_train", "idx_val", "idx_test")
@@ -65,6 +69,8 @@ def read_npz(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix, np.
 
     Raises ``ValueError`` naming the file and the problem (unreadable, missing or
     inconsistent arrays)."""
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as loader:
             adj = _csr(loader, "adj")
@@ -72,17 +78,17 @@ def read_npz(path: str | os.PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix, np.
             labels = loader["labels"].astype(np.int64)
             split = {key: loader[key].astype(np.int64).ravel() for key in SPLIT_KEYS if key in loader.files}
     except KeyError as error:
-        raise ValueError(f"{path}: not a Nettack-layout .npz (no array {str(error.args[0]).split()[0]})") from None
+        raise InputError(f"{path}: not a Nettack-layout .npz (no array {str(error.args[0]).split()[0]})") from None
     except Exception as error:  # numpy/zipfile raise many types for a bad file; all mean "cannot read"
-        raise ValueError(f"{path}: cannot read it as .npz ({reason(error)})") from None
+        raise InputError(f"{path}: cannot read it as .npz ({reason(error)})") from None
     features = sp.csr_matrix(features, dtype=np.float32)
     n = adj.shape[0]
     if adj.shape != (n, n) or features.shape[0] != n or labels.shape != (n,):
-        raise ValueError(f"{path}: inconsistent shapes: adjacency {adj.shape}, features {features.shape}, "
+        raise InputError(f"{path}: inconsistent shapes: adjacency {adj.shape}, features {features.shape}, "
                          f"labels {labels.shape}")
     for key, idx in split.items():
         if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise ValueError(f"{path}: {key} has node indices outside [0, {n})")
+            raise InputError(f"{path}: {key} has node indices outside [0, {n})")
     return adj, features, labels, split
 
 
@@ -92,7 +98,7 @@ def read_sparse_npz(path: str | os.PathLike) -> sp.csr_matrix:
         fmt = loader["format"].item()
         fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
         if fmt not in ("csr", "csc"):
-            raise ValueError(f"{path}: unsupported sparse format {fmt!r}")
+            raise InputError(f"{path}: unsupported sparse format {fmt!r}")
         cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
         mat = cls((loader["data"], loader["indices"], loader["indptr"]), shape=tuple(loader["shape"]))
     return sp.csr_matrix(mat, dtype=np.float32)
@@ -110,9 +116,20 @@ def undirected(adj: sp.spmatrix) -> sp.csr_matrix:
 
 def random_split(labels: np.ndarray, seed: int, train: float = 0.1, val: float = 0.1
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A seeded random (not stratified) split of the labelled nodes (label >= 0): ``train``
-    and ``val`` shares, the rest test. Returns three sorted int64 index arrays."""
-    nodes = np.random.default_rng(seed).permutation(np.flatnonzero(labels >= 0))
+    """A seeded split of the labelled nodes (label >= 0), stratified by class: ``round(train·N)``
+    training and ``round(val·N)`` validation nodes, the rest test, every class in each part in
+    proportion to its size (within one node). Returns three sorted int64 index arrays.
+
+    Nodes are ordered by their position within their class, ``(rank + 1/2) / class size``, with
+    ranks drawn at random, so that every prefix of the order is stratified."""
+    rng = np.random.default_rng(seed)
+    nodes = rng.permutation(np.flatnonzero(labels >= 0))
+    classes = labels[nodes]
+    rank = np.empty(nodes.size)
+    for c in np.unique(classes):
+        members = np.flatnonzero(classes == c)
+        rank[members] = (np.arange(members.size) + 0.5) / members.size
+    nodes = nodes[np.argsort(rank, kind="stable")]
     n_train, n_val = int(round(train * nodes.size)), int(round(val * nodes.size))
     parts = nodes[:n_train], nodes[n_train:n_train + n_val], nodes[n_train + n_val:]
     return tuple(np.sort(p).astype(np.int64) for p in parts)
@@ -159,9 +176,9 @@ def load_pyg(path: str | os.PathLike) -> Data:
         with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
             data = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises many types for a bad file; all mean "cannot read"
-        raise ValueError(f"{path}: cannot read it as a PyG Data .pt file ({reason(error)})") from None
+        raise InputError(f"{path}: cannot read it as a PyG Data .pt file ({reason(error)})") from None
     if not isinstance(data, Data):
-        raise ValueError(f"{path}: holds a {type(data).__name__}, expected a torch_geometric.data.Data")
+        raise InputError(f"{path}: holds a {type(data).__name__}, expected a torch_geometric.data.Data")
     return data
 
 

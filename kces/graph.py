@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .errors import InputError, InputTypeError
+
 
 @dataclass(frozen=True)
 class UndirectedEdges:
@@ -35,15 +37,15 @@ class UndirectedEdges:
 def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``edge_index`` is a valid (2, E) integer index."""
     if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+        raise InputTypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
     if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
-        raise TypeError(f"edge_index must hold integers, got dtype {edge_index.dtype}")
+        raise InputTypeError(f"edge_index must hold integers, got dtype {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+        raise InputError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
     if num_nodes <= 0:
-        raise ValueError("the graph is empty (no nodes)")
+        raise InputError("the graph is empty (no nodes)")
     if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
-        raise ValueError(f"edge_index has node ids outside [0, {num_nodes}): "
+        raise InputError(f"edge_index has node ids outside [0, {num_nodes}): "
                          f"min {int(edge_index.min())}, max {int(edge_index.max())}")
 
 
@@ -56,12 +58,12 @@ def undirected_edges(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | N
     check_edge_index(edge_index, num_nodes)
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or edge_weight.shape != (edge_index.shape[1],):
-            raise ValueError(f"edge_weight must be a tensor of shape ({edge_index.shape[1]},)")
+            raise InputError(f"edge_weight must be a tensor of shape ({edge_index.shape[1]},)")
         if not torch.isfinite(edge_weight).all() or (edge_weight < 0).any():
-            raise ValueError("edge_weight must be finite and non-negative")
+            raise InputError("edge_weight must be finite and non-negative")
     row, col = edge_index[0], edge_index[1]
     if (row == col).any():
-        raise ValueError(f"the graph has {int((row == col).sum())} self-loop(s); remove them first "
+        raise InputError(f"the graph has {int((row == col).sum())} self-loop(s); remove them first "
                          "(torch_geometric.utils.remove_self_loops): GCN propagation adds its own")
     # one stable sort of the undirected keys: in a symmetric graph without duplicates every
     # key appears exactly twice, once per direction, and the sorted keys are the sorted pairs
@@ -72,8 +74,8 @@ def undirected_edges(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | N
             or not torch.equal(upper[order[0::2]], ~upper[order[1::2]])):
         directed_key = row * num_nodes + col
         if torch.unique(directed_key).numel() != directed_key.numel():
-            raise ValueError("edge_index has duplicate edges; coalesce it first (torch_geometric.utils.coalesce)")
-        raise ValueError("the graph is directed (some edge lacks its reverse); KCES needs an undirected "
+            raise InputError("edge_index has duplicate edges; coalesce it first (torch_geometric.utils.coalesce)")
+        raise InputError("the graph is directed (some edge lacks its reverse); KCES needs an undirected "
                          "graph: use torch_geometric.utils.to_undirected or torch_geometric.transforms.ToUndirected")
     pairs = torch.stack([first // num_nodes, first % num_nodes])
     inverse = torch.empty_like(order)
@@ -84,7 +86,7 @@ def undirected_edges(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | N
         weight = torch.zeros(pairs.shape[1], dtype=edge_weight.dtype, device=edge_weight.device)
         weight = weight.scatter_(0, inverse, edge_weight)
         if not torch.equal(weight[inverse], edge_weight):
-            raise ValueError("edge_weight differs between the two directions of an edge")
+            raise InputError("edge_weight differs between the two directions of an edge")
     return UndirectedEdges(pairs=pairs, weight=weight, inverse=inverse, num_nodes=num_nodes)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import InputError, InputTypeError
 from .graph import UndirectedEdges, undirected_edges
 
 
@@ -28,50 +30,100 @@ class Problem:
     num_classes: int
 
 
+def _tensor(value: Any, name: str) -> Tensor:
+    """A tensor, NumPy array or (nested) list as a tensor; anything else is a ``TypeError``."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (np.ndarray, list, tuple)):
+        array = np.asarray(value)
+        if array.dtype == object:
+            raise InputTypeError(f"{name} must hold numbers, got an object array")
+        return torch.as_tensor(array)
+    raise InputTypeError(f"{name} must be a torch.Tensor, a NumPy array or a list, got {type(value).__name__}")
+
+
+def check_labels(y: Any, num_nodes: int) -> Tensor:
+    """(n,) int64 labels from ``y``: any integer or bool dtype, or floats that are whole numbers
+    (``2.0``); fractional or non-finite floats are refused, never truncated."""
+    if y is None:
+        raise InputError("labels are missing: KCES needs the training nodes' labels (y)")
+    y = _tensor(y, "y")
+    if y.dim() != 1 or y.shape[0] != num_nodes or y.is_complex():
+        raise InputError(f"y must be an integer tensor of shape ({num_nodes},), got shape {tuple(y.shape)}")
+    if y.is_floating_point():
+        if not bool((torch.isfinite(y) & (y == y.round())).all()):
+            raise InputError("y holds fractional or non-finite values: class labels must be whole numbers")
+    return y.long()
+
+
+def training_nodes(train_mask: Any, num_nodes: int) -> Tensor:
+    """Sorted ids of the labelled nodes from a mask or an index, in every form a user passes.
+
+    A mask: bool of shape (n,) (tensor, NumPy or list), or integers of shape (n,) holding only 0
+    and 1 (e.g. uint8 or int64 masks). An index: integers, each node at most once. An integer
+    input of shape (n,) with only 0/1 values is read as a mask, since as an index it would name
+    two nodes many times over; with n <= 2 it is ambiguous and refused. Floats are refused.
+    """
+    if train_mask is None:
+        raise InputError("train_mask is missing: KCES needs to know which nodes are labelled")
+    mask = _tensor(train_mask, "train_mask")
+    if mask.is_floating_point() or mask.is_complex():
+        raise InputTypeError(f"train_mask must be a bool mask or an integer index tensor, got dtype {mask.dtype}")
+    if mask.dim() != 1:
+        raise InputError(f"train_mask must have shape ({num_nodes},) or be a 1-D index, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and mask.numel() == num_nodes and bool(((mask == 0) | (mask == 1)).all()):
+        if num_nodes <= 2:
+            raise InputError(f"train_mask {mask.tolist()} is ambiguous on a graph of {num_nodes} nodes: pass a "
+                             "bool mask or an index of other dtype")
+        mask = mask.bool()
+    if mask.dtype == torch.bool:
+        if mask.shape != (num_nodes,):
+            raise InputError(f"train_mask must have shape ({num_nodes},), got {tuple(mask.shape)}")
+        return mask.nonzero().view(-1)
+    nodes = mask.long()
+    if nodes.numel() and (nodes.min() < 0 or nodes.max() >= num_nodes):
+        raise InputError("training node indices out of range")
+    unique = torch.unique(nodes)
+    if unique.numel() != nodes.numel():
+        raise InputError(f"the training node index names {nodes.numel() - unique.numel()} node(s) twice; pass "
+                         "each node once, or a bool mask")
+    return unique
+
+
 def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor, num_nodes: int | None = None,
             edge_weight: Tensor | None = None, device: Any = None) -> Problem:
     """Check the inputs of :func:`kces.kc_scores` / :func:`kces.sanitize` and build the
     :class:`Problem` (arguments as there); the inputs are never modified."""
     if x is not None and not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
+        raise InputTypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
+    if not isinstance(edge_index, Tensor):
+        raise InputTypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__} "
+                        "(convert a NumPy array with torch.from_numpy)")
     if num_nodes is None:
         num_nodes = x.shape[0] if x is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
     edges = undirected_edges(edge_index, num_nodes, edge_weight)
     device = torch.device(device) if device is not None else (x.device if x is not None else edge_index.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} was asked for, but this torch build sees no CUDA device")
     if x is None:
         x = torch.eye(num_nodes, device=device)
     if x.dim() != 2 or x.shape[0] != num_nodes:
-        raise ValueError(f"x must have shape ({num_nodes}, d), got {tuple(x.shape)}")
+        raise InputError(f"x must have shape ({num_nodes}, d), got {tuple(x.shape)}")
     if x.layout != torch.strided:
         x = x.to_dense()
-    if not x.is_floating_point():
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     if not torch.isfinite(x).all():
-        raise ValueError("x has NaN or infinite entries")
+        raise InputError("x has NaN or infinite entries")
     x = x.to(device)
-    if y is None:
-        raise ValueError("labels are missing: KCES needs the training nodes' labels (y)")
-    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != num_nodes or y.is_floating_point():
-        raise ValueError(f"y must be an integer tensor of shape ({num_nodes},)")
-    if train_mask is None:
-        raise ValueError("train_mask is missing: KCES needs to know which nodes are labelled")
-    train_mask = torch.as_tensor(train_mask, device=y.device)
-    if train_mask.is_floating_point():
-        raise TypeError(f"train_mask must be a bool mask or an integer index tensor, got dtype {train_mask.dtype}")
-    if train_mask.dtype == torch.bool:
-        if train_mask.shape != (num_nodes,):
-            raise ValueError(f"train_mask must have shape ({num_nodes},), got {tuple(train_mask.shape)}")
-        train_nodes = train_mask.nonzero().view(-1)
-    else:
-        train_nodes = torch.unique(train_mask.long())
-        if train_nodes.numel() and (train_nodes.min() < 0 or train_nodes.max() >= num_nodes):
-            raise ValueError("training node indices out of range")
+    y = check_labels(y, num_nodes)
+    train_nodes = training_nodes(train_mask, num_nodes).to(y.device)
     if train_nodes.numel() == 0:
-        raise ValueError("there are no training nodes (train_mask is empty)")
+        raise InputError("there are no training nodes (train_mask is empty)")
     train_labels = y[train_nodes]
     if (train_labels < 0).any():
-        raise ValueError("training nodes have negative (missing) labels")
+        raise InputError("training nodes have negative (missing) labels")
     if torch.unique(train_labels).numel() < 2:
-        raise ValueError("the training nodes hold a single class: kernel complexity needs at least two")
+        raise InputError("the training nodes hold a single class: kernel complexity needs at least two")
     return Problem(edges=edges, x=x, y=y.to(device), train_nodes=train_nodes.to(device),
                    num_classes=int(train_labels.max()) + 1)

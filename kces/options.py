@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
+from .errors import InputError, InputTypeError
 from .kernels import KERNELS
 
 ENGINES = ("exact", "first_order", "woodbury")
@@ -37,10 +38,10 @@ def _real(value: Any, name: str) -> float:
     """``value`` as a Python float: a real number, NumPy scalar or 0-d tensor; ``TypeError`` otherwise."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():
-            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
+            raise InputTypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
 
 
@@ -80,23 +81,23 @@ class Complexity(_Options):
 
     def __post_init__(self) -> None:
         if not _is_int(self.k) or self.k < 1:
-            raise ValueError(f"k (propagation hops) must be an integer >= 1, got {self.k!r}")
+            raise InputError(f"k (propagation hops) must be an integer >= 1, got {self.k!r}")
         if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; expected one of {tuple(KERNELS)}")
+            raise InputError(f"unknown kernel {self.kernel!r}; expected one of {tuple(KERNELS)}")
         lam = _real(self.lam, "lam")
         if not (lam > 0 and math.isfinite(lam)):
-            raise ValueError(f"lam (ridge) must be > 0 and finite, got {self.lam!r}")
+            raise InputError(f"lam (ridge) must be > 0 and finite, got {self.lam!r}")
         object.__setattr__(self, "lam", lam)
         if not _is_bool(self.centre):
-            raise TypeError(f"centre must be True or False, got {self.centre!r}")
+            raise InputTypeError(f"centre must be True or False, got {self.centre!r}")
         if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
+            raise InputError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
         if self.form not in FORMS:
-            raise ValueError(f"unknown form {self.form!r}; expected one of {FORMS}")
+            raise InputError(f"unknown form {self.form!r}; expected one of {FORMS}")
         if not _is_int(self.random_features) or self.random_features < 1:
-            raise ValueError(f"random_features must be an integer >= 1, got {self.random_features!r}")
+            raise InputError(f"random_features must be an integer >= 1, got {self.random_features!r}")
         if self.max_memory is not None and not (_is_int(self.max_memory) and self.max_memory > 0):
-            raise ValueError(f"max_memory must be a positive number of bytes or None, got {self.max_memory!r}")
+            raise InputError(f"max_memory must be a positive number of bytes or None, got {self.max_memory!r}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -104,11 +105,15 @@ class Pruning(_Options):
     """Which edges :func:`kces.sanitize` prunes (the rule is in :mod:`kces.prune`).
 
     Args:
-        ratio (float or None, default None): prune ``round(ratio · m)`` edges, the candidates of
-            highest KC after those the label check prunes; replaces the KC bound.
-        threshold (float, ``"auto"`` or None, default ``"auto"``): prune candidates whose KC
-            exceeds this value; ``"auto"`` is twice the mean absolute KC; None: no KC bound.
-        label_check (bool, default True): prune candidates whose endpoint labels disagree.
+        ratio (float or None, default None): prune exactly ``round(ratio · m)`` of the m
+            undirected edges, the most suspicious first (candidates whose labels disagree,
+            then the other candidates, then the rest; each by descending KC).
+        threshold (float, ``"auto"`` or None, default ``"auto"``): a number prunes exactly the
+            edges whose KC score exceeds it; ``"auto"`` is the measured rule (candidates whose
+            labels disagree, or whose KC exceeds twice the mean absolute KC); None: the label
+            check alone.
+        label_check (bool, default True): with ``"auto"``, ``None`` or ``ratio``: the label
+            check (endpoint labels that disagree) flags candidates.
         label_top_k (int, default 2): feature classes of an unlabelled node that count as
             compatible in the label check.
         candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
@@ -125,25 +130,25 @@ class Pruning(_Options):
         if self.ratio is not None:
             ratio = _real(self.ratio, "ratio")
             if not 0.0 <= ratio <= 1.0:
-                raise ValueError(f"ratio must be a number in [0, 1], got {self.ratio!r}")
+                raise InputError(f"ratio must be a number in [0, 1], got {self.ratio!r}")
             if self.threshold not in (None, "auto"):
-                raise ValueError("give either ratio or threshold, not both")
+                raise InputError("give either ratio or threshold, not both")
             object.__setattr__(self, "ratio", ratio)
             object.__setattr__(self, "threshold", None)
         if isinstance(self.threshold, str):
             if self.threshold != "auto":
-                raise ValueError(f"threshold must be a number, 'auto' or None, got {self.threshold!r}")
+                raise InputError(f"threshold must be a number, 'auto' or None, got {self.threshold!r}")
         elif self.threshold is not None:
             threshold = _real(self.threshold, "threshold")
             if not math.isfinite(threshold):
-                raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+                raise InputError(f"threshold must be finite, got {self.threshold!r}")
             object.__setattr__(self, "threshold", threshold)
         if not _is_bool(self.label_check):
-            raise TypeError(f"label_check must be True or False, got {self.label_check!r}")
+            raise InputTypeError(f"label_check must be True or False, got {self.label_check!r}")
         if not _is_int(self.label_top_k) or self.label_top_k < 1:
-            raise ValueError(f"label_top_k must be an integer >= 1, got {self.label_top_k!r}")
+            raise InputError(f"label_top_k must be an integer >= 1, got {self.label_top_k!r}")
         if self.candidates not in CANDIDATES:
-            raise ValueError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
+            raise InputError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
 
 
 Options = TypeVar("Options", Complexity, Pruning)
@@ -157,4 +162,4 @@ def options(kind: type[Options], value: Options | Mapping[str, Any] | None, name
         return value
     if isinstance(value, Mapping):
         return kind(**value)
-    raise TypeError(f"{name} must be a {kind.__name__}, a dict of its fields or None, got {type(value).__name__}")
+    raise InputTypeError(f"{name} must be a {kind.__name__}, a dict of its fields or None, got {type(value).__name__}")

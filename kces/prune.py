@@ -1,17 +1,18 @@
 """Which edges to prune, given their KC scores.
 
-The default rule (:class:`kces.Pruning` ``()``: ``ratio=None, threshold="auto"``) was chosen by measurement on the Pro-GNN
-Metattack, Nettack and DICE graphs (README, ``benchmarks/robustness.py``). It looks only at
-*candidate* edges, those touching a labelled node, because only there do labels say
-anything, and prunes a candidate when
+The default rule (:class:`kces.Pruning` ``()``: ``ratio=None, threshold="auto"``) was chosen by
+measurement on the Pro-GNN Metattack, Nettack and DICE graphs (README, ``benchmarks/ablation.py``).
+It looks only at *candidate* edges, those touching a labelled node, because only there do
+labels say anything, and prunes a candidate when
 1. its endpoints' labels disagree (true labels on labelled nodes, graph-free feature
    labels elsewhere with their two best classes counting as compatible, see
    :func:`kces.labels.label_disagreement`; on featureless graphs only labelled–labelled
    edges are checked), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
-``threshold=t`` replaces 2.'s bound by ``t``; ``ratio=r`` replaces it by "the ``round(r·m)``
-highest-KC candidates" (m = all edges). Ties are broken by edge order (stable).
+``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the
+other candidates, each by descending KC, then the other edges); ``threshold=t`` exactly the
+edges whose KC exceeds ``t``; ``threshold=None`` only 1. Ties are broken by edge order (stable).
 """
 from __future__ import annotations
 
@@ -39,20 +40,28 @@ def candidate_mask(pairs: Tensor, train_nodes: Tensor, num_nodes: int, rule: Pru
 def prune_mask(scores: Tensor, candidates: Tensor, disagree: Tensor | None, rule: Pruning) -> Tensor:
     """(m,) bool, True for the edges to prune.
 
-    scores: (m,) KC scores; candidates: (m,) bool, edges eligible for pruning; disagree:
-    (m,) bool, candidates whose endpoint labels disagree (pruned first), or None; ``rule``:
-    its ``ratio`` and ``threshold``.
+    scores: (m,) KC scores; candidates: (m,) bool, edges eligible under the rule; disagree: (m,)
+    bool, edges whose endpoint labels disagree, or None without the label check; ``rule``: its
+    ``ratio`` and ``threshold`` (:class:`kces.Pruning`):
+
+    - ``ratio=r``: exactly ``round(r·m)`` edges, the most suspicious first by the evidence of
+      the default rule: candidates whose labels disagree, then the other candidates, then the
+      remaining edges, each tier by descending KC, ties by edge order;
+    - ``threshold=t`` (a number): exactly the edges with KC above ``t``;
+    - ``threshold="auto"``: candidates whose labels disagree, and candidates with KC above
+      twice the mean absolute KC; ``threshold=None``: the label check alone.
     """
-    prune = torch.zeros_like(candidates) if disagree is None else disagree & candidates
+    flagged = torch.zeros_like(candidates) if disagree is None else disagree & candidates
     if rule.ratio is not None:
         budget = int(round(rule.ratio * scores.numel()))
-        ranked = scores.masked_fill(~candidates | prune, -math.inf)
-        order = torch.sort(ranked, descending=True, stable=True).indices[:budget]
-        prune = prune.clone()
-        prune[order[torch.isfinite(ranked[order])]] = True
+        by_score = torch.sort(scores, descending=True, stable=True).indices
+        tier = flagged.long() + candidates.long()  # 2: flagged candidate, 1: candidate, 0: other
+        order = by_score[torch.sort(tier[by_score], descending=True, stable=True).indices]
+        prune = torch.zeros_like(candidates)
+        prune[order[:budget]] = True
         return prune
     if rule.threshold is None:
-        return prune
-    bound = (AUTO_THRESHOLD_SCALE * scores.abs().mean() if rule.threshold == "auto"
-             else torch.as_tensor(rule.threshold, dtype=scores.dtype))
-    return prune | (candidates & (scores > bound))
+        return flagged
+    if rule.threshold != "auto":
+        return scores > torch.as_tensor(rule.threshold, dtype=scores.dtype)
+    return flagged | (candidates & (scores > AUTO_THRESHOLD_SCALE * scores.abs().mean()))

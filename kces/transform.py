@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import warnings
 from typing import Any
 
+import torch
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.transforms import BaseTransform
 
+from .errors import InputError, InputTypeError
 from .options import Complexity, Pruning, options
 from .functional import sanitize
 
@@ -18,7 +21,11 @@ class KCES(BaseTransform):
     ``data[mask_attr]``, the features ``data.x`` (identity if absent) and, if present,
     ``data.edge_weight``. Returns a new ``Data``: every edge-level attribute
     (``edge_attr``, ``edge_weight``, ...) follows the kept edges, everything else is
-    untouched; the input is never modified.
+    untouched; the input is never modified. A graph whose ``mask_attr`` selects no node (PyG
+    applies transforms before a split exists, e.g. ``Planetoid(split="random")``) passes
+    through unchanged with a ``UserWarning``. Edge-level attributes are those PyG's
+    ``Data.is_edge_attr`` finds: a name containing ``"edge"``, or a first dimension equal to
+    the number of edges when that differs from the number of nodes.
 
     Args:
         pruning (:class:`kces.Pruning` or dict, optional): which edges go (default: the
@@ -44,16 +51,24 @@ class KCES(BaseTransform):
 
     def forward(self, data: Data) -> Data:
         if isinstance(data, HeteroData):
-            raise TypeError("KCES works on homogeneous graphs (Data), not HeteroData; "
+            raise InputTypeError("KCES works on homogeneous graphs (Data), not HeteroData; "
                             "convert with data.to_homogeneous() first")
         if not isinstance(data, Data):
-            raise TypeError(f"KCES expects a torch_geometric.data.Data, got {type(data).__name__}")
+            raise InputTypeError(f"KCES expects a torch_geometric.data.Data, got {type(data).__name__}")
         if data.edge_index is None:
-            raise ValueError("data has no edge_index")
+            raise InputError("data has no edge_index")
         for attr in (self.label_attr, self.mask_attr):
             if getattr(data, attr, None) is None:
-                raise ValueError(f"data has no {attr!r} attribute; KCES needs the training labels "
+                raise InputError(f"data has no {attr!r} attribute; KCES needs the training labels "
                                  f"(set label_attr= / mask_attr=)")
+        mask = data[self.mask_attr]
+        if data.num_nodes and isinstance(mask, torch.Tensor) and (
+                mask.numel() == 0 or (mask.dtype == torch.bool and not mask.any())):
+            # PyG calls transforms before a split exists (e.g. Planetoid(split="random") reads
+            # num_classes through them); nothing is labelled yet, so there is nothing to judge by
+            warnings.warn(f"KCES: data.{self.mask_attr} selects no node, so the graph passes through "
+                          "unsanitized; set the training split before this transform runs", UserWarning)
+            return data
         weight = data.edge_weight if "edge_weight" in data else None
         result = sanitize(data.edge_index, data.x, data[self.label_attr], data[self.mask_attr],
                           num_nodes=data.num_nodes, edge_weight=weight, pruning=self.pruning,

@@ -188,7 +188,7 @@ def test_missing_labels():
 
 def test_wrong_label_shape_or_type(run):
     ei, x, y, mask = problem()
-    for bad in (y[:5], y[:, None], y.float()):
+    for bad in (y[:5], y[:, None]):
         with pytest.raises(ValueError, match=r"y must be an integer tensor of shape \(6,\)"):
             run(ei, x, bad, mask)
 
@@ -203,10 +203,16 @@ def test_wrong_mask_shape(run):
         kces.kc_scores(ei, x, y, torch.tensor([-1, 1]))
 
 
-def test_no_training_nodes(run):
+def test_no_training_nodes():
     ei, x, y, mask = problem()
-    with pytest.raises(ValueError, match="no training nodes"):
-        run(ei, x, y, torch.zeros(6, dtype=torch.bool))
+    for entry in (via_scores, via_sanitize):
+        with pytest.raises(ValueError, match="no training nodes"):
+            entry(ei, x, y, torch.zeros(6, dtype=torch.bool))
+    # PyG calls transforms before a split exists: the graph passes through, with a warning
+    data = as_data(ei, x, y, torch.zeros(6, dtype=torch.bool))
+    with pytest.warns(UserWarning, match="passes through unsanitized"):
+        out = KCES()(data)
+    assert torch.equal(out.edge_index, data.edge_index) and out.keys() == data.keys()
     with pytest.raises(ValueError, match="no training nodes"):
         kces.sanitize(ei, x, y, torch.zeros(0, dtype=torch.long))
 
@@ -393,3 +399,87 @@ def test_sparse_csr_features_are_accepted():
     ei, x, y, mask = problem()
     dense = kces.kc_scores(ei, x, y, mask)
     assert torch.allclose(kces.kc_scores(ei, x.to_sparse_csr(), y, mask), dense)
+
+
+# ---------------------------------------------------------------- no input may switch the defence off
+
+def test_every_mask_form_selects_the_same_training_nodes(run):
+    ei, x, y, mask = problem()
+    reference = run(ei, x, y, mask)
+    index = mask.nonzero().view(-1)
+    for form in (mask.to(torch.uint8), mask.long(), mask.numpy(), mask.tolist(), index.numpy(), index.tolist(),
+                 index.int(), index.flip(0)):
+        out = run(ei, x, y, form)
+        assert torch.equal(out.edge_index if hasattr(out, "edge_index") else out, reference.edge_index
+                           if hasattr(reference, "edge_index") else reference)
+
+
+def test_bool_mask_to_sanitize_adj_is_a_mask_not_two_indices():
+    graph = load_graph("cora", "meta", 0.2)
+    by_index = kces.sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train, device="cpu")
+    mask = np.zeros(graph.num_nodes, dtype=bool)
+    mask[graph.idx_train] = True
+    for form in (mask, mask.astype(np.uint8), mask.astype(np.int64), torch.from_numpy(mask)):
+        out = kces.sanitize_adj(graph.adj, graph.features, graph.labels, form, device="cpu")
+        assert (out != by_index).nnz == 0
+    assert (graph.adj.nnz - by_index.nnz) // 2 == 1075  # the default rule's count on this graph
+
+
+def test_ambiguous_or_repeated_indices_are_refused():
+    ei = torch.tensor([[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match="ambiguous"):
+        kces.kc_scores(ei, torch.rand(2, 2), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    ei, x, y, mask = problem()
+    with pytest.raises(ValueError, match="names 1 node\\(s\\) twice"):
+        kces.kc_scores(ei, x, y, torch.tensor([0, 1, 1]))
+
+
+def test_label_dtypes_are_cast_and_fractional_labels_refused(run):
+    ei, x, y, mask = problem()
+    reference = kces.kc_scores(ei, x, y, mask)
+    for form in (y.int(), y.to(torch.int8), y.to(torch.uint8), y.bool(), y.float(), y.numpy(), y.tolist()):
+        assert torch.equal(kces.kc_scores(ei, x, form, mask), reference)
+    bad = y.float()
+    bad[0] = 0.5
+    with pytest.raises(ValueError, match="fractional"):
+        run(ei, x, bad, mask)
+
+
+def test_nan_thresholds_of_every_type_are_refused():
+    ei, x, y, mask = problem()
+    for nan in (np.float32("nan"), np.float64("nan"), torch.tensor(float("nan"))):
+        with pytest.raises(ValueError, match="threshold must be finite"):
+            kces.sanitize(ei, x, y, mask, pruning=dict(threshold=nan))
+
+
+def test_half_features_numpy_edge_index_and_a_missing_cuda_device():
+    ei, x, y, mask = problem()
+    reference = kces.kc_scores(ei, x, y, mask)
+    assert torch.equal(kces.kc_scores(ei, x.half(), y, mask), kces.kc_scores(ei, x.half().float(), y, mask))
+    assert torch.allclose(kces.kc_scores(ei, x.bfloat16(), y, mask), reference, rtol=0.05, atol=0.5)
+    with pytest.raises(TypeError, match="edge_index must be a torch.Tensor, got ndarray"):
+        kces.kc_scores(ei.numpy(), None, y, mask)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            KCES(device="cuda")(as_data(ei, x, y, mask))
+
+
+def test_networkx_string_labels_unknown_training_nodes_and_empty_graphs():
+    g = nx.karate_club_graph()
+    train = [0, 33, 1, 32]
+    out = kces.sanitize_networkx(g, labels="club", train_nodes=train)
+    as_ints = {v: int(c == "Officer") for v, c in nx.get_node_attributes(g, "club").items()}
+    same = kces.sanitize_networkx(g, labels=as_ints, train_nodes=train)
+    assert set(out.edges) == set(same.edges) and out.number_of_edges() < g.number_of_edges()
+    with pytest.raises(ValueError, match="not in the graph, e.g. 99"):
+        kces.sanitize_networkx(g, labels="club", train_nodes=[0, 33, 99])
+    with pytest.raises(ValueError, match="empty"):
+        kces.sanitize_networkx(nx.Graph(), labels={}, train_nodes=[])
+
+
+def test_sanitize_adj_keeps_the_sparse_array_type():
+    ei, x, y, mask = problem()
+    adj = sp.csr_array((np.ones(ei.shape[1]), ei.numpy()), shape=(6, 6))
+    assert isinstance(kces.sanitize_adj(adj, x.numpy(), y.numpy(), mask.numpy(), device="cpu"), sp.csr_array)
+    assert isinstance(kces.sanitize_adj(sp.csr_matrix(adj), x.numpy(), y.numpy(), mask.numpy(), device="cpu"),
+                      sp.csr_matrix)

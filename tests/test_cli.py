@@ -220,7 +220,7 @@ def test_bench_bad_arguments(tiny: Path, tmp_path: Path, capsys, args: list[str]
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
-    (b"not a zip file at all", "cannot read it as .npz"),
+    (b"not a zip file at all", "not a .npz archive (not a zip file)"),
     ("no labels", "no array labels"),
 ])
 def test_bench_unreadable_or_malformed_dataset(tmp_path: Path, capsys, content, message) -> None:
@@ -246,7 +246,9 @@ def test_missing_preperturbed_file(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("make_input, output, message", [
     (lambda p: None, "out.npz", "does not exist"),
-    (lambda p: p.write_bytes(b"garbage"), "out.npz", "cannot read it as .npz"),
+    (lambda p: p.write_bytes(b"garbage"), "out.npz", "not a .npz archive (not a zip file)"),
+    (lambda p: write_tiny_npz(p), "out.npz --seed -1", "--seed must be >= 0, got -1"),
+    (lambda p: write_tiny_npz(p), ". --ratio 0.1", "is a directory; give a file name"),
     (lambda p: write_tiny_npz(p, labels=False), "out.npz", "no array labels"),
     (lambda p: write_tiny_npz(p), "out.pt", "OUTPUT must have the input's format"),
     (lambda p: write_tiny_npz(p), "missing/out.npz", "does not exist"),
@@ -256,10 +258,13 @@ def test_sanitize_bad_input(tmp_path: Path, capsys, make_input, output: str, mes
     source = tmp_path / "in.npz"
     make_input(source)
     target, *options = output.split()
+    if target == ".":
+        target = "folder.npz"
+        (tmp_path / target).mkdir()
     with pytest.raises(SystemExit) as exit_:
         main(["sanitize", str(source), str(tmp_path / target), *options])
     assert exit_.value.code == 2 and message in _one_line_error(capsys, "sanitize")
-    assert not (tmp_path / target).exists() and [p.name for p in tmp_path.iterdir()] in ([], ["in.npz"])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) in ([], ["in.npz"])
 
 
 def test_sanitize_pt_that_is_not_a_graph(tmp_path: Path, capsys) -> None:
@@ -312,3 +317,28 @@ def test_real_metattack_cell_matches_the_committed_accuracy(tmp_path: Path) -> N
     expected = accuracy(load_graph("cora", "meta", 0.05), "gcn", "adam", seed=0)
     assert record["accuracy"] == pytest.approx(expected, abs=1e-6)
     assert record["accuracy"] == pytest.approx(0.7530180811882019, abs=1e-6)  # benchmarks/results, seed 0
+
+
+def test_a_failure_inside_the_work_is_not_a_usage_error(tiny: Path, tmp_path: Path, monkeypatch) -> None:
+    """Only refused input (kces's InputError/InputTypeError), missing data and the memory guard
+    are usage errors; a ValueError from inside the computation keeps its traceback."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr("kces.adapters.sanitize", broken)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        main(["sanitize", str(tiny), str(tmp_path / "out.npz")])
+
+
+def test_the_split_of_a_file_without_one_is_stratified() -> None:
+    from kces.formats import random_split
+
+    labels = np.repeat([0, 1, 2, -1], [50, 30, 15, 5])
+    train, val, test = random_split(labels, seed=3, train=0.1, val=0.2)
+    assert (train.size, val.size, test.size) == (10, 19, 66)  # round(0.1 · 95), round(0.2 · 95)
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.flatnonzero(labels >= 0))
+    for part, share in ((train, 0.1), (val, 0.2)):
+        counts = np.bincount(labels[part], minlength=3)
+        assert np.all(np.abs(counts - share * np.array([50, 30, 15])) <= 1)
+    again = random_split(labels, seed=3, train=0.1, val=0.2)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))

@@ -133,7 +133,7 @@ def test_edge_difference():
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"data file 'npz/nosuch\.npz' not found.*download=True"):
+    with pytest.raises(FileNotFoundError, match=r"data file 'npz/nosuch\.npz' not found.*--data-root DIR"):
         find_file("npz/nosuch.npz", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="cora.npz"):
         load_graph("cora", root=tmp_path)
@@ -142,6 +142,15 @@ def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="cora_prognn_splits.json"):
         load_graph("cora", root=tmp_path)
     assert find_file("npz/cora.npz", root=tmp_path) == tmp_path / "npz" / "cora.npz"
+
+
+def test_shared_data_is_found_beside_the_repository_from_any_directory(tmp_path, monkeypatch, no_env_root):
+    from kces.experiments.datasets import SHARED_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    if not (SHARED_ROOT / "npz" / "citeseer.npz").is_file():
+        pytest.skip("needs ../shared/data")
+    assert find_file("npz/citeseer.npz") == SHARED_ROOT / "npz" / "citeseer.npz"
 
 
 def test_environment_root_comes_first(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 numpy adjacencies (DeepRobust style) and networkx graphs; plus the embedded Cora Metattack."""
 
 import copy
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -199,11 +200,14 @@ def test_thresholds():
     # a large finite threshold prunes nothing (no label check)
     out = KCES(pruning=dict(threshold=1e12, label_check=False))(data)
     assert torch.equal(out.edge_index, data.edge_index)
-    # a very low one prunes exactly the candidates: the edges touching a training node
-    out = KCES(pruning=dict(threshold=-1e12, label_check=False))(data)
-    assert torch.equal(out.edge_index, data.edge_index[:, ~touches_train])
-    out = KCES(pruning=dict(threshold=-1e12, label_check=False, candidates="all"))(data)
+    # a very low one prunes every edge: a number is a bound on the score alone
+    out = KCES(pruning=dict(threshold=-1e12))(data)
     assert out.edge_index.shape == (2, 0)
+    # the label check alone (threshold=None) prunes only candidates: edges touching a training node
+    out = KCES(pruning=dict(threshold=None))(data)
+    assert out.edge_index.shape[1] < data.edge_index.shape[1]
+    assert bool(touches_train[~torch.isin(data.edge_index[0] * N + data.edge_index[1],
+                                          out.edge_index[0] * N + out.edge_index[1])].all())
     # the "auto" rule: prune candidates with KC above twice the mean absolute KC
     out = KCES(pruning=dict(label_check=False, candidates="all"))(data)
     assert torch.equal(out.edge_index, data.edge_index[:, ~(scores > 2 * scores.abs().mean())])
@@ -453,3 +457,42 @@ def test_sanitize_on_cuda_matches_cpu():
     assert out.edge_index.device.type == "cuda"
     assert torch.equal(out.edge_index.cpu(), ref.edge_index)
     torch.testing.assert_close(out.edge_weight.cpu(), ref.edge_weight)
+
+
+def test_ratio_and_threshold_mean_what_they_say():
+    """``ratio=r`` prunes exactly round(r·m) undirected edges (label-flagged candidates first,
+    then candidates, then the rest, each by KC); ``threshold=t`` exactly the edges scoring above t."""
+    data = with_attributes(sbm_problem()[0])
+    m = data.edge_index.shape[1] // 2
+    scores = kces.kc_scores(data.edge_index, data.x, data.y, data.train_mask)
+    default = kces.sanitize(data.edge_index, data.x, data.y, data.train_mask)
+    flagged = undirected_set(data.edge_index[:, ~default.edge_mask])
+    for ratio in (0.0, 0.01, 0.1, 0.5, 1.0):
+        out = kces.sanitize(data.edge_index, data.x, data.y, data.train_mask, pruning=dict(ratio=ratio))
+        pruned = undirected_set(data.edge_index[:, ~out.edge_mask])
+        assert len(pruned) == round(ratio * m)
+        assert pruned <= flagged or flagged <= pruned  # the default's evidence ranks first
+    for t in (1e9, 0.0, float(scores.median()), -1e9):
+        out = kces.sanitize(data.edge_index, data.x, data.y, data.train_mask, pruning=dict(threshold=t))
+        assert torch.equal(out.edge_mask, ~(scores > t))
+
+
+def test_planetoid_random_split_survives_the_transform(tmp_path):
+    """``Planetoid(split="random")`` reads ``num_classes`` through the transform while every
+    mask is still empty; then the split is drawn and the transform sanitizes every access."""
+    import shutil
+    import warnings
+
+    from torch_geometric.datasets import Planetoid
+
+    raw = Path(__file__).resolve().parents[2] / "shared" / "data" / "planetoid" / "cora" / "raw"
+    if not raw.is_dir():
+        pytest.skip("needs ../shared/data/planetoid")
+    shutil.copytree(raw, tmp_path / "Cora" / "raw")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        dataset = Planetoid(str(tmp_path), "Cora", split="random", transform=KCES())
+    assert dataset.num_classes == 7
+    data = dataset[0]
+    assert int(data.train_mask.sum()) == 140
+    assert data.edge_index.shape[1] < dataset._data.edge_index.shape[1]

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
 from .datasets import Dataset, Graph, load_graph
 from .models import seed_everything, train_pyg
@@ -40,7 +41,7 @@ def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     upper = sp.triu(adj, k=1).tocoo()
     if count > n * (n - 1) // 2 - upper.nnz:
-        raise ValueError(f"cannot insert {count} edges: the graph has fewer non-edges")
+        raise InputError(f"cannot insert {count} edges: the graph has fewer non-edges")
     rng = np.random.default_rng(seed)
     taken = set((upper.row.astype(np.int64) * n + upper.col).tolist())
     new: list[int] = []
@@ -76,7 +77,7 @@ def dice_attack(adj: sp.spmatrix, labels: np.ndarray, rate: float, seed: int) ->
     n_insert = budget - n_remove
     inter_pairs = (n * n - np.square(np.bincount(labels)).sum()) // 2
     if n_insert > inter_pairs - (upper.nnz - intra.size):
-        raise ValueError(f"DICE cannot insert {n_insert} inter-class edges: too few inter-class non-edges")
+        raise InputError(f"DICE cannot insert {n_insert} inter-class edges: too few inter-class non-edges")
     for k in rng.choice(intra, size=n_remove, replace=False):
         adj[upper.row[k], upper.col[k]] = adj[upper.col[k], upper.row[k]] = 0
     added = 0
@@ -141,7 +142,7 @@ class AttackedGraphs:
         if path.is_file():
             adj = read_sparse_npz(path)
             if adj.shape != dataset.graph.adj.shape:
-                raise ValueError(f"cached graph {path} has shape {adj.shape}, the dataset "
+                raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
             adj = sp.csr_matrix(LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs), dtype=np.float32)
@@ -153,7 +154,7 @@ class AttackedGraphs:
         if attack == "meta" and rate == 0:
             return dataset.graph
         if not dataset.named:
-            raise ValueError(f"{attack} needs the pre-perturbed Pro-GNN graphs; {dataset.name} is a file "
+            raise InputError(f"{attack} needs the pre-perturbed Pro-GNN graphs; {dataset.name} is a file "
                              "and has none")
         key = (dataset.name, attack, rate)
         if key not in self._preperturbed:

@@ -2,8 +2,8 @@
 pickles), and any Nettack-layout ``.npz`` file.
 
 Files are looked up, in this order, under an explicit ``root``, ``$KCES_DATA``, the
-files embedded in the package (Cora clean + 20% Metattack) and ``../shared/data``
-beside the current directory, all in one layout::
+files embedded in the package (Cora clean + 20% Metattack) and ``shared/data`` beside the
+repository (:data:`SHARED_ROOT`, whatever the current directory), all in one layout::
 
     npz/{name}.npz                                   clean graph (Nettack layout)
     prognn/splits/{name}_prognn_splits.json          Pro-GNN train/val/test split
@@ -30,11 +30,14 @@ from torch_geometric.data import Data
 from torch_geometric.utils import from_scipy_sparse_matrix
 
 from ..adapters import edge_difference
+from ..errors import InputError
 from ..formats import SPLIT_KEYS, random_split, read_npz, read_sparse_npz, undirected
 from ..labels import is_identity_like
 from .names import DATASETS, PREPERTURBED
 
 EMBEDDED_ROOT = Path(__file__).parents[1] / "_data"
+SHARED_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+"""``shared/data`` beside the repository of this checkout (not the current directory)."""
 _URLS = {
     "npz": "https://raw.githubusercontent.com/danielzuegner/gnn-meta-attack/master/data/{file}",
     "prognn": "https://raw.githubusercontent.com/ChandlerBang/Pro-GNN/master/{sub}/{file}",
@@ -90,7 +93,7 @@ def _candidates(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         return [Path(root)]
     roots = [Path(p) for p in [os.environ.get("KCES_DATA")] if p]
-    return roots + [EMBEDDED_ROOT, Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
+    return roots + [EMBEDDED_ROOT, SHARED_ROOT]
 
 
 def find_file(relpath: str, root: str | os.PathLike | None = None, download: bool = False) -> Path:
@@ -100,8 +103,8 @@ def find_file(relpath: str, root: str | os.PathLike | None = None, download: boo
             return base / relpath
     if not download:
         raise FileNotFoundError(
-            f"data file {relpath!r} not found under {[str(p) for p in _candidates(root)]}; "
-            "pass root= or set $KCES_DATA, or download=True")
+            f"data file {relpath!r} not found under {', '.join(str(p) for p in _candidates(root))}; give the "
+            "folder that holds it (kces bench --data-root DIR; root= in Python) or set $KCES_DATA")
     top, _, rest = relpath.partition("/")
     sub, _, file = rest.rpartition("/") if top == "prognn" else ("", "", rest)
     target = _candidates(root)[0] / relpath
@@ -134,7 +137,7 @@ def load_graph(name: str = "cora", attack: str | None = None, rate: float = 0.0,
     ``Dataset(name, setting='prognn')`` and ``PrePtbDataset`` on the same files.
     """
     if attack is not None and attack not in PREPERTURBED:
-        raise ValueError(f"unknown attack {attack!r}; expected one of {PREPERTURBED} or None")
+        raise InputError(f"unknown attack {attack!r}; expected one of {PREPERTURBED} or None")
     adj, features, labels = load_clean(name, root, download)
     with open(find_file(f"prognn/splits/{name}_prognn_splits.json", root, download)) as f:
         split = json.load(f)
@@ -143,7 +146,7 @@ def load_graph(name: str = "cora", attack: str | None = None, rate: float = 0.0,
         tag = f"{rate:g}" if attack == "meta" else f"{float(rate):.1f}"
         perturbed = read_sparse_npz(find_file(f"prognn/{attack}/{name}_{attack}_adj_{tag}.npz", root, download))
         if perturbed.shape != adj.shape:
-            raise ValueError(f"perturbed adjacency {perturbed.shape} does not match the clean LCC {adj.shape}")
+            raise InputError(f"perturbed adjacency {perturbed.shape} does not match the clean LCC {adj.shape}")
         if attack == "nettack":
             with open(find_file(f"prognn/nettack/{name}_nettacked_nodes.json", root, download)) as f:
                 targets = np.asarray(json.load(f)["attacked_test_nodes"], dtype=np.int64)
@@ -188,7 +191,7 @@ def load_dataset(spec: str, root: str | os.PathLike | None = None) -> Dataset:
             raise FileNotFoundError(f"dataset file {spec} does not exist")
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
         return Dataset(name=path.stem, key=f"{path.stem}-{digest}", graph=_file_graph(path), named=False)
-    raise ValueError(f"unknown dataset {spec!r}; expected one of {', '.join(DATASETS)} or a path to a .npz file")
+    raise InputError(f"unknown dataset {spec!r}; expected one of {', '.join(DATASETS)} or a path to a .npz file")
 
 
 def _named_graph(name: str, root) -> Graph:
@@ -205,10 +208,10 @@ def _named_graph(name: str, root) -> Graph:
 def _file_graph(path: Path) -> Graph:
     adj, features, labels, split = read_npz(path)
     if split and len(split) < len(SPLIT_KEYS):
-        raise ValueError(f"{path}: has {sorted(split)} but not all of {SPLIT_KEYS}")
+        raise InputError(f"{path}: has {sorted(split)} but not all of {SPLIT_KEYS}")
     idx = tuple(split[key] for key in SPLIT_KEYS) if split else random_split(labels, SPLIT_SEED)
     if any((labels[i] < 0).any() for i in idx):
-        raise ValueError(f"{path}: nodes of the split have negative (missing) labels")
+        raise InputError(f"{path}: nodes of the split have negative (missing) labels")
     return _graph(path.stem, undirected(adj), features, labels, idx)
 
 

@@ -21,6 +21,7 @@ import torch
 from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
+from ..errors import InputError
 from ..options import Complexity, Pruning
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
@@ -55,12 +56,12 @@ def parse_defence(name: str) -> tuple[str, ...]:
     stages = tuple(name.split("+"))
     for i, stage in enumerate(stages):
         if stage not in DEFENCES or stage == "none":
-            raise ValueError(f"unknown defence {name!r}; expected one of {', '.join(DEFENCES)} "
+            raise InputError(f"unknown defence {name!r}; expected one of {', '.join(DEFENCES)} "
                              "or a '+' chain of them such as kces+jaccard")
         if stage in MODEL_DEFENCES and i != len(stages) - 1:
-            raise ValueError(f"defence {name!r}: {stage} trains its own model and must come last")
+            raise InputError(f"defence {name!r}: {stage} trains its own model and must come last")
     if len(set(stages)) != len(stages):
-        raise ValueError(f"defence {name!r} repeats a stage")
+        raise InputError(f"defence {name!r} repeats a stage")
     return stages
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..formats import atomic_write
 from .runner import KEY_FIELDS, RESULTS, read_results, record_key
 
@@ -214,12 +215,12 @@ def check_report_dir(directory: Path, plots: bool) -> list[dict[str, Any]]:
     matplotlib is missing for the figures. Writes nothing."""
     path = directory / RESULTS
     if not path.is_file():
-        raise ValueError(f"{path} does not exist (run kces bench --out {directory} first)")
+        raise InputError(f"{path} does not exist (run kces bench --out {directory} first)")
     if plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise ValueError("the figures need matplotlib (pip install 'kces[plot]'), or pass --no-plots") from None
+            raise InputError("the figures need matplotlib (pip install 'kces[plot]'), or pass --no-plots") from None
     return latest(read_results(path)[0])
 
 

@@ -29,6 +29,7 @@ from torch_geometric.utils import from_scipy_sparse_matrix
 from tqdm import tqdm
 
 from ..adapters import edge_difference
+from ..errors import InputError
 from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
@@ -74,16 +75,16 @@ class Plan:
 def _check_names(what: str, names: list[str], allowed: tuple[str, ...]) -> None:
     for name in names:
         if name not in allowed:
-            raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(allowed)}")
+            raise InputError(f"unknown {what} {name!r}; expected one of {', '.join(allowed)}")
 
 
 def _check_defences(defences: list[str], with_prognn: bool) -> set[str]:
     """Parse every defence; returns the stages used."""
     used = {stage for name in defences for stage in parse_defence(name)}
     if "prognn" in used and not with_prognn:
-        raise ValueError("prognn is slow (hours per Cora cell on a CPU): pass --with-prognn to run it")
+        raise InputError("prognn is slow (hours per Cora cell on a CPU): pass --with-prognn to run it")
     if used & set(MODEL_DEFENCES) and importlib.util.find_spec("deeprobust") is None:
-        raise ValueError("rgcn and prognn need DeepRobust: pip install --no-deps deeprobust==0.2.11 (README)")
+        raise InputError("rgcn and prognn need DeepRobust: pip install --no-deps deeprobust==0.2.11 (README)")
     return used
 
 
@@ -102,27 +103,27 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
              "optimizers": optimizers, "rates": rates, "nettack perturbations": nettack_perturbations}
     for what, values in lists.items():
         if not values:
-            raise ValueError(f"no {what} given")
+            raise InputError(f"no {what} given")
     _check_names("attack", attacks, ATTACKS)
     used = _check_defences(defences, with_prognn)
     _check_names("model", models, MODELS)
     _check_names("optimizer", optimizers, OPTIMIZERS)
     for rate in rates:
         if not 0 <= rate <= 1:
-            raise ValueError(f"rate {rate:g} is outside [0, 1]")
+            raise InputError(f"rate {rate:g} is outside [0, 1]")
     for count in nettack_perturbations:
         if not 0 <= count < math.inf:
-            raise ValueError(f"nettack perturbations per target must be >= 0, got {count:g}")
+            raise InputError(f"nettack perturbations per target must be >= 0, got {count:g}")
     for name, value in (("seeds", seeds), ("epochs", epochs), ("svd rank", svd_rank)):
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise InputError(f"{name} must be >= 1, got {value}")
     loaded: dict[str, Dataset] = {}
     for spec in datasets:
         dataset = load_dataset(spec, data_root)
         if dataset.name in loaded:
-            raise ValueError(f"two datasets are named {dataset.name!r}")
+            raise InputError(f"two datasets are named {dataset.name!r}")
         if "svd" in used and svd_rank >= dataset.graph.num_nodes - 1:
-            raise ValueError(f"svd rank {svd_rank} needs more than {svd_rank + 1} nodes; {dataset.name} has "
+            raise InputError(f"svd rank {svd_rank} needs more than {svd_rank + 1} nodes; {dataset.name} has "
                              f"{dataset.graph.num_nodes}")
         loaded[dataset.name] = dataset
     graphs = AttackedGraphs(cache if cache is not None else out / "cache", epochs or EPOCHS, data_root)
@@ -155,7 +156,7 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
             record = json.loads(line)
             record_key(record)
         except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{path}: line {number} is not a results record") from None
+            raise InputError(f"{path}: line {number} is not a results record") from None
         records.append(record)
     return records, end
 
