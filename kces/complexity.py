@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import k_hop_subgraph
 
-from .graph import Region, UndirectedEdges, gcn_norm, gcn_propagate, khop_region, positions
+from .graph import Identity, Region, UndirectedEdges, gcn_norm, gcn_propagate, khop_region, positions
 from .kernels import KERNELS, ntk_random_features
 from .memory import check_memory
 from .options import Complexity, Form
@@ -101,22 +101,24 @@ def graph_kernel_complexity(x: Tensor, edges: UndirectedEdges, nodes: Tensor, la
                             random_features: int = 4096, seed: int = 0) -> Tensor:
     """GKC of the graph ``edges`` (optionally re-weighted by ``weight`` (m,)) on node set ``nodes``.
 
-    x: (n, d) features; nodes: (|S|,) int64; labels: (|S|, C) from :func:`label_matrix`.
-    Returns a 0-d tensor (differentiable in ``x`` and ``weight``). Propagates over the whole
-    graph: the reference the region-restricted scores are tested against.
+    x: (n, d) features (an :class:`~kces.graph.Identity` is materialised); nodes: (|S|,) int64;
+    labels: (|S|, C) from :func:`label_matrix`. Returns a 0-d tensor (differentiable in ``x`` and
+    ``weight``). Propagates over the whole graph: the reference the region-restricted scores
+    are tested against.
     """
+    x = x.dense() if isinstance(x, Identity) else x
     w = edges.weight.to(x.device) if weight is None else weight
     z = gcn_propagate(x, edges.pairs.to(x.device), w, k)
     return complexity(z[nodes], labels, kernel=kernel, lam=lam, form=form,
                       random_features=random_features, seed=seed)
 
 
-def pair_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, options: Complexity,
+def pair_scores(x: Tensor | Identity, edges: UndirectedEdges, nodes: Tensor, labels: Tensor, options: Complexity,
                 seed: int = 0) -> Tensor:
     """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device.
 
-    x: (n, d) features; nodes: (|S|,) labelled node ids; labels: (|S|, C) from
-    :func:`label_matrix`. ``options.form``/``random_features`` and ``seed`` (of the NTK random
+    x: (n, d) features or :class:`~kces.graph.Identity`; nodes: (|S|,) labelled node ids;
+    labels: (|S|, C) from :func:`label_matrix`. ``options.form``/``random_features`` and ``seed`` (of the NTK random
     features) apply to the ``first_order`` engine; the reference engines solve the dual
     exactly. ``options.max_memory``: bytes the ``first_order`` scoring may use (default: what
     the device has free); a larger estimate raises ``MemoryError`` before anything big is
@@ -126,6 +128,10 @@ def pair_scores(x: Tensor, edges: UndirectedEdges, nodes: Tensor, labels: Tensor
     if options.engine == "first_order":
         return _first_order_scores(x, edges, nodes, labels, k, kernel, lam, options.form, options.random_features,
                                    seed, options.max_memory)
+    if isinstance(x, Identity):  # the references propagate every column: they materialise I
+        check_memory(x.num_nodes ** 2 * x.element_size() * (2 * k + 2), options.max_memory, x.device,
+                     f"the {options.engine} engine on {x.num_nodes} featureless nodes (identity features)")
+        x = x.dense()
     with torch.no_grad():
         if options.engine == "exact":
             return _exact_scores(x, edges, nodes, labels, k, kernel, lam)
@@ -144,19 +150,33 @@ def _first_order_scores(x, edges, nodes, labels, k, kernel, lam, form, random_fe
     return edge_scores(edges, region, grad, weight)
 
 
-def region_rows(x: Tensor, edges: UndirectedEdges, nodes: Tensor, k: int, kernel: str, random_features: int,
-                form: str, max_memory: int | None) -> tuple[Region, Tensor, Tensor]:
+def region_rows(x: Tensor | Identity, edges: UndirectedEdges, nodes: Tensor, k: int, kernel: str,
+                random_features: int, form: str, max_memory: int | None) -> tuple[Region, Tensor, Tensor]:
     """``Z_S`` (|S|, d) propagated over the K-hop region of ``nodes`` alone, after checking the
     scoring fits in ``max_memory``. Returns the region, its edge weights (m_r,) as a leaf that
-    requires grad (``Z_S`` is differentiable in them) and ``Z_S``. Call under grad mode."""
+    requires grad (``Z_S`` is differentiable in them) and ``Z_S``. Call under grad mode.
+
+    Identity features are never built: ``(Â^k I)[S] = ((Â^k)[:, S])ᵀ`` since ``Â`` is symmetric,
+    so one column per labelled node is propagated, (n_r, |S|), and ``Z_S`` has the region's n_r
+    columns (the others are zero in every row of S, so no kernel value changes).
+    """
     region = khop_region(edges.pairs.to(x.device), edges.num_nodes, nodes, k)
-    width = x.shape[1] if kernel == "linear" else random_features
-    check_memory(scoring_bytes(region.nodes.numel(), region.edges.numel(), x.shape[1], nodes.numel(), width,
+    featureless = isinstance(x, Identity)
+    d = region.nodes.numel() if featureless else x.shape[1]
+    width = d if kernel == "linear" else random_features
+    propagated = nodes.numel() if featureless else d
+    check_memory(scoring_bytes(region.nodes.numel(), region.edges.numel(), propagated, nodes.numel(), width,
                                form, k, x.element_size()), max_memory, x.device,
                  f"first-order KC scores ({region.nodes.numel()} nodes and {region.edges.numel()} edges "
                  f"in the {k}-hop region, |S| = {nodes.numel()}, {form} form)")
     weight = edges.weight.to(device=x.device, dtype=x.dtype)[region.edges].requires_grad_(True)
-    return region, weight, gcn_propagate(x[region.nodes], region.pairs, weight, k, rows=region.position[nodes])
+    local = region.position[nodes]
+    if not featureless:
+        return region, weight, gcn_propagate(x[region.nodes], region.pairs, weight, k, rows=local)
+    columns = torch.zeros(region.nodes.numel(), nodes.numel(), dtype=x.dtype, device=x.device)
+    columns[local, torch.arange(nodes.numel(), device=x.device)] = 1
+    z_t = gcn_propagate(columns, region.pairs, weight, k, normalize=False)
+    return region, weight, torch.nn.functional.normalize(z_t.T, dim=1)
 
 
 def edge_scores(edges: UndirectedEdges, region: Region, grad: Tensor, weight: Tensor) -> Tensor:

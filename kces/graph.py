@@ -34,6 +34,28 @@ class UndirectedEdges:
         return self.pairs.shape[1]
 
 
+@dataclass(frozen=True)
+class Identity:
+    """The identity features ``X = I`` (n, n) of a featureless graph, never materialised by the
+    first-order scores (:func:`kces.complexity.region_rows` propagates one column per labelled
+    node instead); ``shape``, ``dtype`` and ``device`` stand in for those of a tensor."""
+
+    num_nodes: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_nodes, self.num_nodes)
+
+    def element_size(self) -> int:
+        return torch.empty(0, dtype=self.dtype).element_size()
+
+    def dense(self) -> Tensor:
+        """The (n, n) identity, for the reference engines on small graphs."""
+        return torch.eye(self.num_nodes, dtype=self.dtype, device=self.device)
+
+
 def check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``edge_index`` is a valid (2, E) integer index."""
     if not isinstance(edge_index, Tensor):
@@ -151,8 +173,9 @@ def gcn_norm(pairs: Tensor, weight: Tensor, num_nodes: int) -> tuple[Tensor, Ten
     return inv_sqrt * inv_sqrt, inv_sqrt[pairs[0]] * weight * inv_sqrt[pairs[1]]
 
 
-def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor | None = None) -> Tensor:
-    """``Z = Â^k X`` with rows L2-normalised, ``Â = D̃^-1/2 (A + I) D̃^-1/2``.
+def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor | None = None,
+                  normalize: bool = True) -> Tensor:
+    """``Z = Â^k X`` with rows L2-normalised (unless ``normalize=False``), ``Â = D̃^-1/2 (A + I) D̃^-1/2``.
 
     x: (n, d); pairs: (2, m) undirected edges; weight: (m,) edge weights, differentiable
     (KC scores flow through it); k ≥ 1 hops; rows: (r,) node ids to return, the last hop
@@ -174,13 +197,13 @@ def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor
     if rows is None:  # last hop over the whole graph
         crow, col, entry = _csr_structure(dst, src, n)
         out = self_norm * z + _SpMM.apply(norm[pair_of[entry]], z, crow, col, True)
-        return torch.nn.functional.normalize(out, dim=1)
+        return torch.nn.functional.normalize(out, dim=1) if normalize else out
     target, back = torch.unique(rows, return_inverse=True)
     position = positions(target, n)
     chosen = (position[dst] >= 0).nonzero().view(-1)  # entries of the rows asked for
     crow, col, entry = _csr_structure(position[dst[chosen]], src[chosen], target.numel())
     out = self_norm[target] * z[target] + _SpMM.apply(norm[pair_of[chosen[entry]]], z, crow, col, False)
-    out = torch.nn.functional.normalize(out, dim=1)
+    out = torch.nn.functional.normalize(out, dim=1) if normalize else out
     return out[back]
 
 

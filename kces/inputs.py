@@ -14,17 +14,18 @@ import torch
 from torch import Tensor
 
 from .errors import InputError, InputTypeError
-from .graph import UndirectedEdges, undirected_edges
+from .graph import Identity, UndirectedEdges, undirected_edges
 
 
 @dataclass(frozen=True)
 class Problem:
-    """``edges``: the undirected graph; ``x`` (n, d) float features on the compute device;
+    """``edges``: the undirected graph; ``x`` (n, d) float features on the compute device, or
+    :class:`~kces.graph.Identity` for a featureless graph (never materialised);
     ``y`` (n,) int64 labels there; ``train_nodes`` (|S|,) sorted ids of the labelled nodes;
     ``num_classes``: 1 + the largest training label."""
 
     edges: UndirectedEdges
-    x: Tensor
+    x: Tensor | Identity
     y: Tensor
     train_nodes: Tensor
     num_classes: int
@@ -106,7 +107,7 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device} was asked for, but this torch build sees no CUDA device")
     if x is None:
-        x = torch.eye(num_nodes, device=device)
+        return _problem(edges, Identity(num_nodes, torch.get_default_dtype(), device), y, train_mask, num_nodes)
     if x.dim() != 2 or x.shape[0] != num_nodes:
         raise InputError(f"x must have shape ({num_nodes}, d), got {tuple(x.shape)}")
     if x.layout != torch.strided:
@@ -115,7 +116,10 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
         x = x.float()
     if not torch.isfinite(x).all():
         raise InputError("x has NaN or infinite entries")
-    x = x.to(device)
+    return _problem(edges, x.to(device), y, train_mask, num_nodes)
+
+
+def _problem(edges: UndirectedEdges, x: Tensor | Identity, y: Any, train_mask: Any, num_nodes: int) -> Problem:
     y = check_labels(y, num_nodes)
     train_nodes = training_nodes(train_mask, num_nodes).to(y.device)
     if train_nodes.numel() == 0:
@@ -125,5 +129,5 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
         raise InputError("training nodes have negative (missing) labels")
     if torch.unique(train_labels).numel() < 2:
         raise InputError("the training nodes hold a single class: kernel complexity needs at least two")
-    return Problem(edges=edges, x=x, y=y.to(device), train_nodes=train_nodes.to(device),
+    return Problem(edges=edges, x=x, y=y.to(x.device), train_nodes=train_nodes.to(x.device),
                    num_classes=int(train_labels.max()) + 1)

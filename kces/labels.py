@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .graph import Identity
+
 
 def is_identity_like(x: Tensor) -> bool:
     """True for featureless graphs: every row of ``x`` (n, d) is one-hot on its own column."""
@@ -34,21 +36,22 @@ def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes:
     return xn @ coef
 
 
-def label_disagreement(pairs: Tensor, x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int,
+def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
                        top_k: int = 2) -> Tensor:
     """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
 
     A training node's label is its true label and its only compatible class; any other node's
     label is the top class of :func:`feature_class_scores` and its compatible classes are its
     ``top_k`` best. An edge disagrees when neither endpoint's label is compatible with the other
-    endpoint. Featureless graphs (:func:`is_identity_like`) carry no feature signal: only edges
+    endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
+    :func:`is_identity_like`) carry no feature signal: only edges
     between two training nodes with different labels disagree.
     """
     n = x.shape[0]
     labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
     labelled[train_nodes] = True
     src, dst = pairs
-    if is_identity_like(x):
+    if isinstance(x, Identity) or is_identity_like(x):
         return labelled[src] & labelled[dst] & (y[src] != y[dst])
     scores = feature_class_scores(x, y, train_nodes, num_classes)
     label = scores.argmax(1)

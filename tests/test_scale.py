@@ -302,3 +302,35 @@ def test_cuda_fp32_scores_match_cpu_fp64(kernel):
     torch.testing.assert_close(gpu.cpu().double(), reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max()))
     with pytest.raises(MemoryError, match="max_memory"):
         kces.kc_scores(edge_index, x.float(), y, mask, device="cuda", complexity=dict(max_memory=1000))
+
+
+@pytest.mark.parametrize("k,kernel", [(1, "linear"), (2, "linear"), (2, "ntk")])
+def test_featureless_scores_equal_those_of_explicit_identity_features(k, kernel):
+    """``x=None`` propagates one column per labelled node instead of building I (n, n); the
+    scores are those of the explicit identity, in every form that does not draw random features."""
+    edge_index, x, y, mask = sbm64(num_nodes=120, train_ratio=0.2)
+    for form in ("dual",) if kernel == "ntk" else ("dual", "primal"):
+        options = dict(k=k, kernel=kernel, lam=LAM, form=form)
+        implicit = kces.kc_scores(edge_index, None, y, mask, complexity=options)
+        explicit = kces.kc_scores(edge_index, torch.eye(120), y, mask, complexity=options)
+        torch.testing.assert_close(implicit, explicit, rtol=1e-4, atol=1e-4 * explicit.abs().max())
+    sanitized = kces.sanitize(edge_index, None, y, mask)
+    assert torch.equal(sanitized.edge_mask, kces.sanitize(edge_index, torch.eye(120), y, mask).edge_mask)
+
+
+def test_featureless_graph_never_builds_an_n_by_n_matrix():
+    """30k featureless nodes: an identity would be 3.6 GB; scoring and sanitizing stay small."""
+    code = """
+import resource, torch, kces
+from kces.experiments.synthetic import sbm_graph
+g = sbm_graph(30_000, num_features=1, train_ratio=0.002, seed=0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = kces.sanitize(g.edge_index, None, g.y, g.train_mask, complexity=dict(max_memory=512 * 2**20))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20, out.edge_mask.numel())
+"""
+    import subprocess
+    import sys
+
+    grown_gb, edges = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     check=True).stdout.split()
+    assert int(edges) == 300_000 and float(grown_gb) < 0.5
