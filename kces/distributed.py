@@ -14,7 +14,7 @@ Every rank passes the same whole graph; the work and activation memory of a rank
 its region. Collectives wait at most ``timeout`` seconds, so a rank that fails or stalls
 surfaces as an error on the others instead of a hang.
 
-    torchrun --standalone --nproc-per-node 2 -m kces.distributed graph.pt scores.pt
+    torchrun --standalone --nproc-per-node 2 -m kces.distributed graph.pt scores.pt [--device cpu]
 """
 from __future__ import annotations
 
@@ -89,6 +89,25 @@ def kc_scores(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tenso
     return (scores * edges.weight.to(scores))[edges.inverse.to(x.device)]
 
 
+def placement(device: str, local_rank: int, local_world_size: int, cuda_devices: int) -> tuple[str, torch.device]:
+    """The process-group backend and compute device of one rank of the entry point.
+
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when this node has a GPU). CPU tensors
+    go through gloo; CUDA tensors through NCCL with one GPU per rank, ``cuda:LOCAL_RANK`` (NCCL
+    cannot put two ranks on one GPU): more ranks on a node than GPUs is refused with a message.
+    """
+    if device not in ("cpu", "cuda", "auto"):
+        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if device == "auto":
+        device = "cuda" if cuda_devices > 0 else "cpu"
+    if device == "cpu":
+        return "gloo", torch.device("cpu")
+    if local_world_size > cuda_devices:
+        raise InputError(f"NCCL needs one GPU per rank: {local_world_size} ranks on this node but {cuda_devices} "
+                         f"GPU(s); run --nproc-per-node {cuda_devices} or less, or pass --device cpu (gloo)")
+    return "nccl", torch.device("cuda", local_rank)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``torchrun`` entry point: score the graph in INPUT, rank 0 writes the (E,) scores to OUTPUT."""
     parser = argparse.ArgumentParser(prog="python -m kces.distributed", description=main.__doc__)
@@ -97,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=1, help="propagation hops")
     parser.add_argument("--kernel", default="linear", help="linear or ntk")
     parser.add_argument("--lam", type=float, default=1e-2, help="ridge")
-    parser.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with CUDA, else gloo)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu (gloo), cuda (NCCL, one GPU per rank) or auto (default: cuda if present)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a collective may wait")
     args = parser.parse_args(argv)
-    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        backend, device = placement(args.device, int(os.environ.get("LOCAL_RANK", 0)),
+                                    int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count())
+    except InputError as error:
+        parser.error(str(error))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
     try:
-        device = torch.device("cuda", dist.get_rank() % torch.cuda.device_count()) if backend == "nccl" else None
         graph = load_pyg(args.input)
         complexity = Complexity(k=args.k, kernel=args.kernel, lam=args.lam)
         scores = kc_scores(graph.edge_index, graph.x, graph.y, graph.train_mask, complexity=complexity,
@@ -118,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(1)
     dist.destroy_process_group()
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,9 +26,11 @@ class Muon(MatrixOptimizer):
                                                 s = 0.2·sqrt(max(m, n))          ("match_rms_adamw")
 
     With ``ns_dtype=torch.bfloat16`` this is the update of ``torch.optim.Muon`` (same operations).
-    By default the iteration dtype follows the device: bf16 on CUDA, fp32 on CPU (fp64 for fp64
-    parameters); fp32/fp64 matrices with aspect ratio >= 2 are iterated on their small Gram
-    matrix (same polynomial, fewer flops).
+    By default the iteration dtype is bf16 on CUDA, fp64 for fp64 parameters, and on a CPU the
+    faster of bf16 and fp32 for each weight shape, measured once per process
+    (:func:`optim.newton_schulz.measured_dtype`: CPUs with native bf16 favour it, others fp32);
+    fp32/fp64 matrices with aspect ratio >= 2 are iterated on their small Gram matrix (same
+    polynomial, fewer flops).
 
     Args:
         params: weight matrices (``ndim >= 2``) or parameter groups; biases, norms and embeddings
@@ -40,7 +42,7 @@ class Muon(MatrixOptimizer):
         ns_steps: Newton–Schulz steps (default 5).
         ns_coefficients: quintic coefficients ``(a, b, c)`` (default (3.4445, -4.7750, 2.0315)).
         eps: floor of the Frobenius norm in the pre-normalisation (default 1e-7).
-        ns_dtype: iteration dtype; ``None`` chooses by device as above.
+        ns_dtype: iteration dtype; ``None`` chooses as above.
         method: ``"newton_schulz"`` or ``"svd"`` (exact ``U Vᵀ`` in fp32/fp64, a reference).
         adjust_lr_fn: ``"original"`` or ``"match_rms_adamw"`` (Moonlight), as in ``torch.optim.Muon``.
         check_finite: raise ``FloatingPointError`` on nan/inf gradients before changing anything;

@@ -17,7 +17,8 @@ Wide and tall matrices are handled by working on the smaller Gram matrix, so the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -46,6 +47,51 @@ def iteration_dtype(tensor: Tensor, dtype: torch.dtype | None = None) -> torch.d
     if tensor.is_cuda:
         return torch.bfloat16
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+_MEASURED: dict[tuple[str, int, int, int], torch.dtype] = {}
+"""Per process: the faster Newton–Schulz dtype of each (device type, rows, columns, steps)."""
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    """Best of up to 5 timings of ``run`` (after one warm-up), stopping once 5 ms are spent."""
+    run()
+    best, spent = math.inf, 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent > 5e-3:
+            break
+    return best
+
+
+def measured_dtype(rows: int, cols: int, steps: int, device: torch.device) -> torch.dtype:
+    """bf16 or fp32, whichever makes :func:`newton_schulz` of a (rows, cols) matrix faster on
+    ``device`` (rows ≤ cols), from one timing per process of the matmuls it is made of.
+
+    bf16 runs the direct form (``steps`` × two (r×c)·(c×r)-sized products and one (r×r)²);
+    fp32 runs the Gram form when ``cols >= 2·rows`` (one Gram product per 5 steps, then about
+    four (r×r)² products per step), else the direct form. Which wins depends on the CPU: with
+    native bf16 dot products (AVX512-BF16, AMX) bf16 matmuls are several times faster than fp32,
+    without them several times slower. The timing costs about two of those products in each
+    dtype, once per shape and process.
+    """
+    key = (device.type, rows, cols, steps)
+    if key not in _MEASURED:
+        cost = {}
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(rows, cols, device=device).to(dtype)
+            a = x @ x.mT
+            wide = _seconds(lambda: x @ x.mT)
+            square = _seconds(lambda: a @ a)
+            if dtype == torch.float32 and cols >= 2 * rows:
+                cost[dtype] = math.ceil(steps / 5) * 2 * wide + steps * 4 * square
+            else:
+                cost[dtype] = steps * (2 * wide + square)
+        _MEASURED[key] = min(cost, key=cost.get)
+    return _MEASURED[key]
 
 
 def _precise_dtype(tensor: Tensor) -> torch.dtype:
@@ -89,9 +135,12 @@ def newton_schulz(
     matrix with aspect ratio >= 2 is iterated on its Gram matrix instead (same polynomial,
     ``O(k²n)`` once per 5 steps plus ``O(k³)`` per step, rather than ``O(k²n)`` per step); bf16
     always uses the direct form, which is what ``torch.optim.Muon`` and Keller Jordan's
-    ``muon.py`` compute.
+    ``muon.py`` compute. ``dtype=None``: bf16 on CUDA, fp64 for fp64 input, and on a CPU the
+    faster of bf16 and fp32 for this shape (:func:`measured_dtype`).
     """
     a, b, c = coefficients
+    if dtype is None and G.device.type == "cpu" and G.dtype != torch.float64:
+        dtype = measured_dtype(min(G.shape), max(G.shape), steps, G.device)
     X = G.to(iteration_dtype(G, dtype))
     transposed = X.size(0) > X.size(1)
     if transposed:

@@ -148,3 +148,38 @@ def test_ns_inverse_sqrt():
     ref = (evecs * evals.rsqrt()) @ evecs.T
     torch.testing.assert_close(ns_inverse_sqrt(S, steps=5, fast_steps=5), ref, rtol=0, atol=1e-9)
     assert torch.equal(ns_inverse_sqrt(S, steps=0), torch.eye(10, dtype=torch.float64))
+
+
+def test_measured_dtype_picks_the_faster_form_and_is_cached(monkeypatch):
+    """The cost model: bf16 runs the direct form, fp32 the Gram form on wide matrices; each
+    (device, shape, steps) is timed once per process."""
+    from optim import newton_schulz as ns
+
+    calls = []
+
+    def fake_seconds(run):  # bf16 matmuls 4× faster than fp32, whatever the shape
+        x = run()
+        calls.append(x.dtype)
+        return 1.0 if x.dtype == torch.bfloat16 else 4.0
+
+    monkeypatch.setattr(ns, "_seconds", fake_seconds)
+    monkeypatch.setattr(ns, "_MEASURED", {})
+    cpu = torch.device("cpu")
+    assert ns.measured_dtype(256, 256, 5, cpu) == torch.bfloat16  # direct vs direct: 15 vs 60
+    # 16×1433: bf16 5·(2+1) = 15, fp32 Gram 1·2·4 + 5·4·4 = 88 -> still bf16 at a 4× rate gap
+    assert ns.measured_dtype(16, 1433, 5, cpu) == torch.bfloat16
+    monkeypatch.setattr(ns, "_seconds", lambda run: 2.0 if run().dtype == torch.bfloat16 else 1.0)
+    assert ns.measured_dtype(64, 64, 5, cpu) == torch.float32
+    assert ns.measured_dtype(256, 256, 5, cpu) == torch.bfloat16  # cached from the first call
+    assert len(calls) == 8  # two products per dtype per shape, once
+
+
+def test_default_newton_schulz_on_cpu_runs_in_the_measured_dtype():
+    from optim.newton_schulz import measured_dtype, newton_schulz
+
+    g = torch.randn(64, 200, generator=torch.Generator().manual_seed(0))
+    chosen = measured_dtype(64, 200, 5, g.device)
+    assert chosen in (torch.bfloat16, torch.float32)
+    assert torch.equal(newton_schulz(g), newton_schulz(g, dtype=chosen))
+    assert torch.equal(newton_schulz(g.T), newton_schulz(g.T, dtype=chosen))  # tall: same shape key
+    assert newton_schulz(g.double()).dtype == torch.float64

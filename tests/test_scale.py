@@ -278,17 +278,48 @@ def test_distributed_needs_a_process_group():
         distributed.kc_scores(*sbm64(num_nodes=50))
 
 
-def test_torchrun_entry_point(tmp_path):
+def torchrun(tmp_path, ranks: int, device: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", str(ranks), "-m", "kces.distributed", str(tmp_path / "graph.pt"),
+                           str(tmp_path / "scores.pt"), "--k", "2", "--lam", str(LAM), "--timeout", "60",
+                           "--device", device],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torchrun_entry_point(tmp_path, device):
+    """CPU ranks through gloo everywhere; CUDA ranks through NCCL, one GPU each, where present."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     edge_index, x, y, mask = sbm64(num_nodes=200)
     torch.save(Data(edge_index=edge_index, x=x, y=y, train_mask=mask), tmp_path / "graph.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node", "2", "-m", "kces.distributed", str(tmp_path / "graph.pt"),
-                          str(tmp_path / "scores.pt"), "--k", "2", "--lam", str(LAM), "--timeout", "60"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent)
+    ranks = 2 if device == "cpu" else min(2, torch.cuda.device_count())
+    run = torchrun(tmp_path, ranks, device)
     assert run.returncode == 0, run.stderr[-2000:]
     single = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM, form="primal"))
-    torch.testing.assert_close(torch.load(tmp_path / "scores.pt", weights_only=True), single)
+    tolerance = {} if device == "cpu" else dict(rtol=1e-3, atol=1e-4 * float(single.abs().max()))
+    torch.testing.assert_close(torch.load(tmp_path / "scores.pt", weights_only=True).double(), single, **tolerance)
+
+
+def test_backend_and_device_of_each_rank():
+    assert distributed.placement("cpu", 1, 2, cuda_devices=4) == ("gloo", torch.device("cpu"))
+    assert distributed.placement("auto", 1, 2, cuda_devices=0) == ("gloo", torch.device("cpu"))
+    assert distributed.placement("auto", 1, 2, cuda_devices=2) == ("nccl", torch.device("cuda", 1))
+    assert distributed.placement("cuda", 0, 1, cuda_devices=1) == ("nccl", torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="NCCL needs one GPU per rank: 2 ranks on this node but 1 GPU"):
+        distributed.placement("auto", 1, 2, cuda_devices=1)
+    with pytest.raises(ValueError, match="--device must be cpu, cuda or auto"):
+        distributed.placement("gpu", 0, 1, cuda_devices=1)
+
+
+def test_more_ranks_than_gpus_is_a_one_line_refusal(tmp_path):
+    if torch.cuda.device_count() >= 2:
+        pytest.skip("this node has a GPU per rank")
+    edge_index, x, y, mask = sbm64(num_nodes=50)
+    torch.save(Data(edge_index=edge_index, x=x, y=y, train_mask=mask), tmp_path / "graph.pt")
+    run = torchrun(tmp_path, 2, "cuda")
+    assert run.returncode != 0 and "NCCL needs one GPU per rank: 2 ranks on this node" in run.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

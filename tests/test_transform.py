@@ -450,10 +450,11 @@ def test_sanitize_on_cuda_matches_cpu():
         assert gpu.scores.device.type == "cuda" and gpu.edge_mask.device.type == "cpu"
         assert torch.equal(gpu.edge_mask, cpu.edge_mask)
         torch.testing.assert_close(gpu.scores.cpu(), cpu.scores, rtol=1e-3, atol=1e-4)
-    # data living on the GPU, with edge weights
-    on_gpu = data.to("cuda")
-    out = KCES(store_scores=True)(on_gpu)
+    # data living on the GPU, with edge weights (PyG's Data.to moves in place: move a clone)
     ref = KCES(store_scores=True)(data)
+    on_gpu = data.clone().to("cuda")
+    assert data.x.device.type == "cpu"
+    out = KCES(store_scores=True)(on_gpu)
     assert out.edge_index.device.type == "cuda"
     assert torch.equal(out.edge_index.cpu(), ref.edge_index)
     torch.testing.assert_close(out.edge_weight.cpu(), ref.edge_weight)
