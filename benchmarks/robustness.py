@@ -2,7 +2,8 @@
 without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
-nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, KCES, KCES+Jaccard;
+nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
+KCES, KCES+Jaccard;
 GCN trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
@@ -20,7 +21,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "kces", "kces+jaccard"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25], nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]
 
@@ -32,8 +33,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    return run_grids(args.out, GRIDS, datasets=args.datasets.split(","), defences=DEFENCES, models=["gcn"],
-                     optimizers=["adam"], seeds=args.seeds)
+    return run_grids(args.out, GRIDS, plots=True, datasets=args.datasets.split(","), defences=DEFENCES,
+                     models=["gcn"], optimizers=["adam"], seeds=args.seeds)
 
 
 if __name__ == "__main__":

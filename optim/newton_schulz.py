@@ -53,16 +53,23 @@ _MEASURED: dict[tuple[str, int, int, int], torch.dtype] = {}
 """Per process: the faster Newton–Schulz dtype of each (device type, rows, columns, steps)."""
 
 
+BF16_MARGIN = 1.1
+"""bf16 is chosen only when fp32 is estimated more than this many times slower."""
+MEASURE_ROWS = 512
+"""Larger matrices are timed on a proxy of at most this many rows and the same aspect ratio."""
+
+
 def _seconds(run: Callable[[], object]) -> float:
-    """Best of up to 5 timings of ``run`` (after one warm-up), stopping once 5 ms are spent."""
+    """Best of 3 to 9 timings of ``run`` after one warm-up (more while under 20 ms in all), so a
+    moment of contention for the CPU does not decide the dtype."""
     run()
     best, spent = math.inf, 0.0
-    for _ in range(5):
+    for attempt in range(9):
         start = time.perf_counter()
         run()
         elapsed = time.perf_counter() - start
         best, spent = min(best, elapsed), spent + elapsed
-        if spent > 5e-3:
+        if attempt >= 2 and spent > 2e-2:
             break
     return best
 
@@ -75,22 +82,30 @@ def measured_dtype(rows: int, cols: int, steps: int, device: torch.device) -> to
     fp32 runs the Gram form when ``cols >= 2·rows`` (one Gram product per 5 steps, then about
     four (r×r)² products per step), else the direct form. Which wins depends on the CPU: with
     native bf16 dot products (AVX512-BF16, AMX) bf16 matmuls are several times faster than fp32,
-    without them several times slower. The timing costs about two of those products in each
-    dtype, once per shape and process.
+    without them several times slower. The products are timed on a proxy of at most
+    :data:`MEASURE_ROWS` rows with the same aspect ratio, their times scaled by the flop ratio:
+    a few milliseconds once per shape and process. fp32 is kept unless bf16 is more than
+    :data:`BF16_MARGIN` times faster (the choice is a timing, so it is per machine, not per seed;
+    pass ``ns_dtype`` for results that must not depend on the machine).
     """
     key = (device.type, rows, cols, steps)
     if key not in _MEASURED:
+        r = min(rows, MEASURE_ROWS)
+        c = max(r, round(cols * r / rows))
+        wide_scale, square_scale = (rows / r) ** 2 * (cols / c), (rows / r) ** 3
         cost = {}
         for dtype in (torch.bfloat16, torch.float32):
-            x = torch.randn(rows, cols, device=device).to(dtype)
+            x = torch.randn(r, c, device=device).to(dtype)
             a = x @ x.mT
-            wide = _seconds(lambda: x @ x.mT)
-            square = _seconds(lambda: a @ a)
+            wide = _seconds(lambda: x @ x.mT) * wide_scale
+            square = _seconds(lambda: a @ a) * square_scale
             if dtype == torch.float32 and cols >= 2 * rows:
                 cost[dtype] = math.ceil(steps / 5) * 2 * wide + steps * 4 * square
             else:
                 cost[dtype] = steps * (2 * wide + square)
-        _MEASURED[key] = min(cost, key=cost.get)
+        # fp32 is the more precise: bf16 only when it is clearly faster, so that a shape where the
+        # two are close does not flip between processes with the noise of the timings
+        _MEASURED[key] = torch.bfloat16 if cost[torch.float32] > BF16_MARGIN * cost[torch.bfloat16] else torch.float32
     return _MEASURED[key]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from kces.adapters import edge_difference
 from kces.experiments import attacks
@@ -128,7 +129,9 @@ def test_registries_hold_exactly_the_names_the_grid_accepts() -> None:
     from kces.experiments import models, names
     from kces.experiments.defences import KCES_VARIANTS
 
-    assert set(attacks.LIVE_ATTACKS) == set(names.LIVE) and names.ATTACKS == names.PREPERTURBED + names.LIVE
+    assert set(attacks.LIVE_ATTACKS) == set(names.LIVE) and set(attacks.ADAPTIVE_ATTACKS) == set(names.ADAPTIVE)
+    assert names.ATTACKS == names.PREPERTURBED + names.LIVE + names.ADAPTIVE
+    assert all(name.removesuffix("-adaptive") in names.LIVE for name in names.ADAPTIVE)
     assert names.EDGE_STAGES == (*KCES_VARIANTS, "jaccard", "svd")
     assert names.OPTIMIZERS == ("adam", *models.SPECTRAL_LR)
     assert set(models.SPECTRAL_LR) - {"spectra"} <= set(optim.OPTIMIZERS)
@@ -148,3 +151,86 @@ def test_the_library_and_the_command_line_parser_import_lightly() -> None:
     code = "import kces.transform, kces; print(callable(kces.sanitize), kces.Pruning.__name__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == \
         "True Pruning\n"
+
+
+def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path: Path) -> None:
+    """``benchmarks/gpu.py`` is the one script a lent GPU runs; the same code runs here at toy sizes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--device", "cpu", "--sizes", "1500",
+                    "--shapes", "32", "--repeats", "1", "--output", str(out)], check=True, capture_output=True,
+                   timeout=300)
+    result = json.loads(out.read_text())
+    (graph,) = result["graphs"]
+    assert "error" not in graph and graph["kc_scores"]["time_s"] > 0 and graph["undirected_edges"] == 7500
+    (step,) = result["optimizers"]
+    assert step["shape"] == [32, 32] and all(step[name] > 0 for name in ("Muon", "HTMuon", "torch.optim.Muon"))
+
+
+def _surrogate_loss(graph, adj) -> float:
+    """Cross-entropy on the training nodes of a GCN trained on the clean graph, propagated over ``adj``."""
+    import torch.nn.functional as F
+
+    from kces.experiments.models import graph_tensors, normalized_adjacency, seed_everything, train_gcn
+
+    seed_everything(0)
+    model, x, _ = train_gcn(graph, epochs=60)
+    _, y, train, _ = graph_tensors(graph)
+    with torch.no_grad():
+        return float(F.nll_loss(model(x, normalized_adjacency(adj))[train], y[train]))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_training_node_insertions(tiny: Dataset, adaptive: bool) -> None:
+    """Budget spent exactly, every insertion from a training node to another class, seeded,
+    the input untouched, and the surrogate's loss raised; the adaptive version queries the
+    defence and keeps what survives it."""
+    from kces.experiments.attacks import train_links
+    from kces.experiments.defences import apply_edge_stages
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    queries = []
+
+    def defend(adj):
+        queries.append(adj.nnz)
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    attack = (lambda seed: train_links(graph, 0.2, seed, defend)) if adaptive else \
+        (lambda seed: train_links(graph, 0.2, seed))
+    adj = attack(0)
+    assert (graph.adj != before).nnz == 0
+    inserted = edge_difference(adj, graph.adj)
+    assert len(inserted) == budget(graph, 0.2) > 0 and edge_difference(graph.adj, adj).size == 0
+    train = set(graph.idx_train.tolist())
+    assert all((u in train or v in train) and graph.labels[u] != graph.labels[v] for u, v in inserted)
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    assert (attack(0) != adj).nnz == 0 and (attack(1) != adj).nnz > 0
+    assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+    if adaptive:
+        from kces.experiments.attacks import ADAPTIVE_ROUNDS
+
+        assert len(queries) == 3 * (ADAPTIVE_ROUNDS - 1)  # three attacks above, each queried every round but the last
+        survived = lambda a: len(edge_difference(defend(a), graph.adj))  # noqa: E731
+        assert survived(adj) > survived(train_links(graph, 0.2, 0))
+
+
+def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) -> None:
+    graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
+    calls = []
+
+    def defend(adj):
+        calls.append(1)
+        return adj
+
+    first = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces", defend)
+    again = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces", defend)
+    assert (first.adj != again.adj).nnz == 0 and len(calls) > 0
+    count = len(calls)
+    graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "jaccard", defend)
+    assert len(calls) == 2 * count
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"{tiny.key}_trainlink-adaptive_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_0.1_0_kces.npz"]

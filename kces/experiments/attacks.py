@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
 from .datasets import Dataset, Graph, load_graph
 from .models import seed_everything, train_pyg
-from .names import LIVE, PREPERTURBED
+from .names import ADAPTIVE, LIVE, PREPERTURBED
 RBCD_BLOCK_SIZE = 100_000
 """Candidate edges PRBCD/GRBCD consider at a time (sampled with replacement, then deduplicated)."""
 RBCD_EPOCHS = 50
@@ -55,6 +55,68 @@ def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
     inserted = sp.coo_matrix((np.ones(2 * count, dtype=np.float32),
                               (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
     return (adj + inserted).tocsr()
+
+
+ADAPTIVE_ROUNDS = 10
+"""Rounds of the adaptive attack: propose, run the defence, replace what it pruned."""
+
+
+def train_links(graph: Graph, rate: float, seed: int,
+                defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> sp.csr_matrix:
+    """Insert ``round(rate · m)`` edges, each from a training node to a node of another class —
+    Metattack's habit (its insertions land on the labelled nodes it trains against) without its
+    gradient. The attacker knows every label.
+
+    With ``defend`` (the cell's defence chain, adjacency in → adjacency out) the attack is
+    *adaptive*: for :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
+    withdraws the insertions the defence pruned (never proposing them again), and refills the
+    budget, preferring targets whose earlier insertions survived; the last round's proposals
+    stay. Without it, one round of uniform proposals. Seeded; the budget is spent exactly."""
+    adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
+    labels, train = graph.labels, graph.idx_train
+    rng = np.random.default_rng(seed)
+    upper = sp.triu(adj, k=1).tocoo()
+    existing = set((upper.row.astype(np.int64) * n + upper.col).tolist())
+    other = [np.flatnonzero((labels != c) & (labels >= 0)) for c in range(int(labels.max()) + 1)]
+    chosen: dict[int, None] = {}  # insertion order kept: deterministic
+    rejected: set[int] = set()
+    safe: dict[int, None] = {}  # targets with a surviving insertion, in order of discovery
+    labelled = set(train.tolist())
+
+    def propose(missing: int, exploit: float) -> None:
+        for _ in range(100 * missing + 1000):
+            if missing == 0:
+                return
+            u = int(train[rng.integers(train.size)])
+            targets = [t for t in safe if labels[t] != labels[u]] if safe and rng.random() < exploit else []
+            v = int(targets[rng.integers(len(targets))]) if targets else int(other[labels[u]][rng.integers(
+                other[labels[u]].size)])
+            key = min(u, v) * n + max(u, v)
+            if u != v and key not in existing and key not in chosen and key not in rejected:
+                chosen[key] = None
+                missing -= 1
+        raise InputError(f"cannot place {count} training-node insertions in {graph.name}")
+
+    def poisoned() -> sp.csr_matrix:
+        rows, cols = np.divmod(np.fromiter(chosen, dtype=np.int64, count=len(chosen)), n)
+        inserted = sp.coo_matrix((np.ones(2 * rows.size, dtype=np.float32),
+                                  (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
+        return (adj + inserted).tocsr()
+
+    rounds = 1 if defend is None else ADAPTIVE_ROUNDS
+    for round_ in range(rounds):
+        propose(count - len(chosen), exploit=0.0 if round_ == 0 else 0.5 if round_ < rounds - 1 else 1.0)
+        if round_ == rounds - 1:
+            break
+        kept = sp.csr_matrix(defend(poisoned()))
+        for key in list(chosen):
+            u, v = divmod(key, n)
+            if kept[u, v] == 0:
+                del chosen[key]
+                rejected.add(key)
+            else:
+                safe.update((t, None) for t in (u, v) if t not in labelled)
+    return poisoned()
 
 
 def dice(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
@@ -113,8 +175,13 @@ def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:
 
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
-    "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True)}
+    "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
+    "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed)}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, Callable], sp.csr_matrix]] = {
+    "trainlink-adaptive": train_links}
+"""name → attack(clean graph, rate, seed, the cell's defence) → (n, n) attacked adjacency; each is
+the adaptive version of the live attack named without ``-adaptive``."""
 
 
 class AttackedGraphs:
@@ -125,27 +192,34 @@ class AttackedGraphs:
         self.cache, self.epochs, self.root = cache, epochs, root
         self._preperturbed: dict[tuple[str, str, float], Graph] = {}
 
-    def key(self, dataset: Dataset, attack: str, rate: float, seed: int) -> str:
-        """File name stem of this attacked graph (the seed only for live attacks)."""
+    def key(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none") -> str:
+        """File name stem of this attacked graph (the seed only for live attacks, the defence
+        only for adaptive ones)."""
         stem = f"{dataset.key}_{attack}_{rate:g}"
+        if attack in ADAPTIVE:
+            return f"{stem}_{seed}_{defence}"
         return f"{stem}_{seed}" if attack in LIVE else stem
 
-    def get(self, dataset: Dataset, attack: str, rate: float, seed: int) -> Graph:
+    def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
+            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
-        (dataset, pre-perturbed attack, rate) first checks that their files exist."""
+        (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
+        attack attacks ``defend``, the edge stages of the defence named ``defence``."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
             return dataset.graph
-        path = self.cache / f"{self.key(dataset, attack, rate, seed)}.npz"
+        path = self.cache / f"{self.key(dataset, attack, rate, seed, defence)}.npz"
         if path.is_file():
             adj = read_sparse_npz(path)
             if adj.shape != dataset.graph.adj.shape:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            adj = sp.csr_matrix(LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs), dtype=np.float32)
+            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, defend) if attack in ADAPTIVE
+                        else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
+            adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: sp.save_npz(f, adj))
         return dataset.graph.with_adj(adj)

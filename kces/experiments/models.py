@@ -37,6 +37,8 @@ STEP_DECAY = 5e-4
 """lr · weight_decay of every decoupled optimizer."""
 OTHER_LR = 0.01
 """AdamW learning rate of the parameters the spectral optimizers do not take."""
+MUON_DTYPE = torch.float32
+"""Muon's Newton–Schulz dtype in the benchmark: fixed, so that results do not depend on the CPU."""
 SPECTRA_CLIP = 1.0
 """SPECTRA's threshold ``c`` on the weight matrices' updates."""
 SPECTRAL_LR = {"muon": {"gcn": 0.03, "gat": 1.0}, "htmuon": {"gcn": 0.1, "gat": 3.0},
@@ -64,11 +66,14 @@ def build_optimizer(name: str, model_name: str, model: nn.Module, lr: float | No
     ``spectra``: AdamW on everything, SPECTRA (c = 1) soft-clipping both weight matrices. ``lr``:
     the learning rate of Adam or of the spectral group (default: Adam's, :data:`SPECTRAL_LR`)."""
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=ADAM_LR if lr is None else lr, weight_decay=ADAM_WEIGHT_DECAY)
+        return torch.optim.Adam(model.parameters(), lr=ADAM_LR if lr is None else lr,
+                                weight_decay=ADAM_WEIGHT_DECAY)
     lr = SPECTRAL_LR[name][model_name] if lr is None else lr
-    spectral_name, routes = ("adamw", {"head": "spectral"}) if name == "spectra" else (name, {})
-    opt = optim.build_optimizer(model, spectral_name, lr=lr, weight_decay=STEP_DECAY / lr, input_proj="spectral",
-                                adamw=dict(lr=OTHER_LR, weight_decay=STEP_DECAY / OTHER_LR), **routes)
+    # SPECTRA wraps AdamW that also takes the head; Muon's dtype is pinned (else measured per machine)
+    extra = {"spectra": {"head": "spectral"}, "muon": {"ns_dtype": MUON_DTYPE}}.get(name, {})
+    opt = optim.build_optimizer(model, "adamw" if name == "spectra" else name, lr=lr, weight_decay=STEP_DECAY / lr,
+                                input_proj="spectral", adamw=dict(lr=OTHER_LR, weight_decay=STEP_DECAY / OTHER_LR),
+                                **extra)
     if name != "spectra":
         return opt
     for group in opt.param_groups:

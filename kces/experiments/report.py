@@ -128,6 +128,34 @@ def _accuracy_section(records: list[dict[str, Any]], rows: list[dict[str, Any]],
     return lines
 
 
+def _adaptive_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Per defence, accuracy under each adaptive attack next to its non-adaptive version at the
+    same budget, and the difference (adaptive − non-adaptive)."""
+    mean = {tuple(r[f] for f in GROUP): r["mean"] for r in rows}
+    pairs = sorted({(r["dataset"], r["attack"].removesuffix("-adaptive"), r["attack"], r["model"], r["optimizer"])
+                    for r in rows if r["attack"].endswith("-adaptive")})
+    if not pairs:
+        return []
+    lines = ["## Adaptive against non-adaptive attacks (%)", "",
+             "Each cell: accuracy under the attack that does not know the defence / under its adaptive "
+             "version, which attacks the whole defence chain of the cell (difference in brackets).", ""]
+    for dataset, attack, adaptive, model, optimizer in pairs:
+        group = [r for r in rows if (r["dataset"], r["model"], r["optimizer"]) == (dataset, model, optimizer)
+                 and r["attack"] == adaptive]
+        defences = list(dict.fromkeys(r["defence"] for r in group))
+        table = []
+        for rate in sorted({r["rate"] for r in group}):
+            row = [f"{rate:g}"]
+            for defence in defences:
+                plain = mean.get((dataset, attack, rate, defence, model, optimizer))
+                known = mean.get((dataset, adaptive, rate, defence, model, optimizer))
+                row.append("" if plain is None or known is None else f"{plain:.1f} / {known:.1f} ({known - plain:+.1f})")
+            table.append(row)
+        lines += [f"### {dataset} · {attack} vs {adaptive} · {model} · {optimizer}", "",
+                  *_table([_rate_label(attack), *defences], table)]
+    return lines
+
+
 def _pruning_section(records: list[dict[str, Any]]) -> list[str]:
     pruning = [r for r in records if r["status"] == "ok" and r["pruned"] is not None]
     if not pruning:
@@ -252,7 +280,7 @@ def write_report(directory: Path, records: list[dict[str, Any]], plots: bool = T
              f"`{RESULTS}`: {len(records)} cells: {counts['ok']} ok, {counts['skipped']} skipped, "
              f"{counts['error']} failed. Accuracy on the test split (Nettack: on its target nodes). "
              "Tables: `accuracy.csv`, `time.csv`.", "",
-             *_accuracy_section(records, rows, names), *_pruning_section(records),
+             *_accuracy_section(records, rows, names), *_adaptive_section(rows), *_pruning_section(records),
              *_other_sections(records, times, sorted(n for n in names if n.startswith("kc_")))]
     texts = {"accuracy.csv": _csv_text(rows, ACCURACY_COLUMNS), "time.csv": _csv_text(times, TIME_COLUMNS),
              "report.md": "\n".join(lines)}

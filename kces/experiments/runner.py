@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 from tqdm import tqdm
@@ -196,7 +197,7 @@ class ResultsLog:
 
 def scores_path(plan: Plan, dataset: Dataset, cell: Cell) -> Path:
     """``<out>/scores/<graph key>.npz`` (the seed only in live attacks' keys)."""
-    return plan.out / "scores" / f"{plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed)}.npz"
+    return plan.out / "scores" / f"{plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, cell.defence)}.npz"
 
 
 def save_scores(path: Path, graph: Graph, cell: Cell) -> None:
@@ -233,7 +234,10 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     if record["reason"]:
         return {**record, "status": "skipped"}
     seed_everything(cell.seed)
-    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed)
+    def defend(adj: sp.csr_matrix) -> sp.csr_matrix:  # what an adaptive attacker runs: the cell's edge stages
+        return apply_edge_stages(stages, dataset.graph.with_adj(adj), cell.seed, plan.svd_rank).adj
+
+    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, cell.defence, defend)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
@@ -285,10 +289,11 @@ def execute(plan: Plan) -> dict[str, int]:
         log.close()
 
 
-def run_grids(out: Path, grids: list[dict[str, Any]], **common: Any) -> int:
+def run_grids(out: Path, grids: list[dict[str, Any]], plots: bool = False, **common: Any) -> int:
     """Run several grids (each :func:`make_plan`'s arguments, with ``common``) into one ``out``
-    directory, then write its report without figures; the exit status of ``kces bench``. The
-    grids share one results file, so a rerun continues where an interrupted one stopped."""
+    directory, then write its report (with figures if ``plots``); the exit status of ``kces
+    bench``. The grids share one results file, so a rerun continues where an interrupted one
+    stopped, and cells added to a grid are run alone."""
     from .report import write_report
 
     failed = 0
@@ -296,5 +301,5 @@ def run_grids(out: Path, grids: list[dict[str, Any]], **common: Any) -> int:
         counts = execute(make_plan(out=out, **common, **grid))
         failed += counts["error"]
         print(f"{out}: " + ", ".join(f"{count} {status}" for status, count in counts.items()), file=sys.stderr)
-    write_report(out, read_results(out / RESULTS)[0], plots=False)
+    write_report(out, read_results(out / RESULTS)[0], plots=plots)
     return 1 if failed else 0
