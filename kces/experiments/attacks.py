@@ -69,28 +69,34 @@ def train_links(graph: Graph, rate: float, seed: int,
 
     With ``defend`` (the cell's defence chain, adjacency in → adjacency out) the attack is
     *adaptive*: for :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
-    withdraws the insertions the defence pruned (never proposing them again), and refills the
-    budget, preferring targets whose earlier insertions survived; the last round's proposals
-    stay. Without it, one round of uniform proposals. Seeded; the budget is spent exactly."""
+    withdraws the insertions the defence pruned (never proposing them again) and refills the
+    budget, preferring what survived: a surviving edge from a training node of class c to v
+    makes (c, v) a combination to reuse with other training nodes of class c (a rule that
+    judges an edge by the classes of its endpoints lets all of them through). The last round's
+    proposals stay. Without ``defend``, one round of uniform proposals. Seeded; the budget is
+    spent exactly; the input is not modified."""
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     labels, train = graph.labels, graph.idx_train
     rng = np.random.default_rng(seed)
     upper = sp.triu(adj, k=1).tocoo()
     existing = set((upper.row.astype(np.int64) * n + upper.col).tolist())
     other = [np.flatnonzero((labels != c) & (labels >= 0)) for c in range(int(labels.max()) + 1)]
+    train_of = [train[labels[train] == c] for c in range(int(labels.max()) + 1)]
     chosen: dict[int, None] = {}  # insertion order kept: deterministic
     rejected: set[int] = set()
-    safe: dict[int, None] = {}  # targets with a surviving insertion, in order of discovery
-    labelled = set(train.tolist())
+    safe: dict[tuple[int, int], None] = {}  # (class of the training end, other end) that survived
 
     def propose(missing: int, exploit: float) -> None:
+        combos = list(safe)
         for _ in range(100 * missing + 1000):
             if missing == 0:
                 return
-            u = int(train[rng.integers(train.size)])
-            targets = [t for t in safe if labels[t] != labels[u]] if safe and rng.random() < exploit else []
-            v = int(targets[rng.integers(len(targets))]) if targets else int(other[labels[u]][rng.integers(
-                other[labels[u]].size)])
+            if combos and rng.random() < exploit:
+                c, v = combos[rng.integers(len(combos))]
+                u = int(train_of[c][rng.integers(train_of[c].size)])
+            else:
+                u = int(train[rng.integers(train.size)])
+                v = int(other[labels[u]][rng.integers(other[labels[u]].size)])
             key = min(u, v) * n + max(u, v)
             if u != v and key not in existing and key not in chosen and key not in rejected:
                 chosen[key] = None
@@ -103,9 +109,11 @@ def train_links(graph: Graph, rate: float, seed: int,
                                   (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
         return (adj + inserted).tocsr()
 
+    labelled = np.zeros(n, dtype=bool)
+    labelled[train] = True
     rounds = 1 if defend is None else ADAPTIVE_ROUNDS
     for round_ in range(rounds):
-        propose(count - len(chosen), exploit=0.0 if round_ == 0 else 0.5 if round_ < rounds - 1 else 1.0)
+        propose(count - len(chosen), exploit=0.0 if round_ == 0 else 0.8)
         if round_ == rounds - 1:
             break
         kept = sp.csr_matrix(defend(poisoned()))
@@ -115,7 +123,7 @@ def train_links(graph: Graph, rate: float, seed: int,
                 del chosen[key]
                 rejected.add(key)
             else:
-                safe.update((t, None) for t in (u, v) if t not in labelled)
+                safe.update(((int(labels[a]), b), None) for a, b in ((u, v), (v, u)) if labelled[a])
     return poisoned()
 
 
