@@ -139,7 +139,8 @@ def dense_reference(x, y, edge_index, train_mask, args, scores_file: Path) -> di
     labelled = int(train_mask.sum())
     if labelled > args.dense_max_labelled:
         return {"skipped": f"|S| = {labelled} > --dense-max-labelled {args.dense_max_labelled}"}
-    seconds, runs, reference = best_time(lambda: kces.kc_scores(edge_index, x, y, train_mask, complexity=dict(form="dual")),
+    seconds, runs, reference = best_time(lambda: kces.kc_scores(edge_index, x, y, train_mask,
+                                                                complexity=dict(form="dual")),
                                          args.repeats)
     record = {"time_s": seconds, "runs": runs, "peak_rss_gb": peak_rss_gb()}
     if scores_file.exists():

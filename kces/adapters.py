@@ -43,12 +43,14 @@ def _dense_features(features: Any) -> torch.Tensor | None:
 
 
 def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
-                 pruning: Pruning | Mapping[str, Any] | None = None, complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
+                 pruning: Pruning | Mapping[str, Any] | None = None,
+                 complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
     """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
     pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
-    numpy; a scipy sparse *array* gives a ``csr_array``). ``features`` (n, d) scipy/numpy/torch or
-    None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask; ``pruning``/``complexity`` as :func:`kces.sanitize`.
-    Dense Gram work runs on CUDA when available unless ``device`` says otherwise.
+    numpy; a scipy sparse *array* gives a ``csr_array``). ``features`` (n, d) scipy/numpy/torch
+    or None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask;
+    ``pruning``/``complexity`` as :func:`kces.sanitize`. Dense Gram work runs on CUDA when
+    available unless ``device`` says otherwise.
     """
     if isinstance(adj, torch.Tensor):
         raise InputTypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "

@@ -276,3 +276,22 @@ def test_pruning_quality():
     assert q["precision"] == pytest.approx(2 / 3) and q["recall"] == pytest.approx(2 / len(inserted))
     q = pruning_quality(graph, attacked)
     assert q["pruned"] == 0 and np.isnan(q["precision"])
+
+
+@pytest.mark.parametrize("jaccard", [False, True])
+def test_gcn_recipe_equals_deeprobust_gcn_and_gcnjaccard(no_env_root, jaccard):
+    """The harness's GCN + Adam (and Jaccard in front) gives DeepRobust's own ``GCN`` /
+    ``GCNJaccard(threshold=0.01)`` test accuracy to the digit, same seed, same random stream."""
+    defense = pytest.importorskip("deeprobust.graph.defense")
+    graph = load_graph("cora", "meta", 0.2)
+    ours = graph.with_adj(jaccard_prune(graph.adj, graph.features)) if jaccard else graph
+    expected = accuracy(ours, "gcn", "adam", seed=0)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    cls = defense.GCNJaccard if jaccard else defense.GCN
+    model = cls(nfeat=graph.features.shape[1], nhid=16, nclass=int(graph.labels.max()) + 1, device="cpu")
+    with quiet():
+        model.fit(graph.features, graph.adj, graph.labels, graph.idx_train, graph.idx_val,
+                  **({"threshold": 0.01, "verbose": False} if jaccard else {}))
+        got = model.test(graph.idx_test)
+    assert got == pytest.approx(expected, abs=1e-6)

@@ -26,7 +26,7 @@ from ..options import Complexity, Pruning
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
-from .names import DEFENCES, EDGE_STAGES, MODEL_DEFENCES, SVD_RANK
+from .names import DEFENCES, MODEL_DEFENCES, SVD_RANK
 
 KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces": (Pruning(), Complexity()),

@@ -3,6 +3,7 @@ attacker's edges. The defence itself never sees the clean graph; only these do."
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..adapters import edge_difference

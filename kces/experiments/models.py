@@ -29,7 +29,7 @@ import optim
 
 from .datasets import Graph
 from .metrics import accuracy_on
-from .names import MODELS, OPTIMIZERS
+from .names import MODELS
 
 EPOCHS = 200
 ADAM_LR, ADAM_WEIGHT_DECAY = 0.01, 5e-4
