@@ -22,7 +22,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr"]
 GRIDS = [dict(attacks=["trainlink", "trainlink-adaptive"], rates=[0.2], nettack_perturbations=[5])]
 
 

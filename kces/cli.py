@@ -21,11 +21,12 @@ from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, 
 if TYPE_CHECKING:
     from .options import Complexity, Pruning
 
-BENCH_EXAMPLE = """example (the committed report):
+BENCH_EXAMPLE = """example (the Metattack part of the committed benchmarks/results/robustness, which
+benchmarks/robustness.py runs together with Nettack and DICE):
   kces bench --datasets cora,citeseer,polblogs --attacks meta --rates 0,0.05,0.1,0.15,0.2,0.25 \\
-             --defences none,kces,jaccard,svd,kces+jaccard --models gcn --optimizers adam \\
-             --seeds 5 --out benchmarks/results/report
-  kces report benchmarks/results/report"""
+             --defences none,jaccard,svd,kces,kces+jaccard --models gcn --optimizers adam \\
+             --seeds 5 --out results
+  kces report results"""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -54,7 +55,8 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
                               "OUTPUT has the input's format, every other array or attribute kept.")
     cmd.add_argument("input", type=Path, metavar="INPUT", help=".npz or .pt graph")
     cmd.add_argument("output", type=Path, metavar="OUTPUT", help="where to write the sanitized graph (same suffix)")
-    cmd.add_argument("--ratio", type=float, help="prune this share of edges by highest KC (default: the measured rule)")
+    cmd.add_argument("--ratio", type=float,
+                     help="prune exactly this share of the edges, the most suspicious first (default: the measured rule)")
     cmd.add_argument("--k", type=int, default=1, help="propagation hops of the kernel (default 1)")
     cmd.add_argument("--train-ratio", type=float, default=0.1,
                      help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")
@@ -69,7 +71,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=BENCH_EXAMPLE,
         description="Runs every dataset x attack x rate x seed x defence x model x optimizer cell and appends\n"
         "its result to OUT/results.jsonl as soon as it ends (--resume continues an interrupted run).\n"
-        "Rate 0 is the clean graph; accuracy is on the test split (nettack: its target nodes).")
+        "Rate 0 is the clean graph; accuracy is on the test split (nettack: its target nodes).\n"
+        "An adaptive attack (*-adaptive) attacks the defence chain of its cell and is cached per defence.")
     cmd.add_argument("--datasets", type=_names, default=["cora"],
                      help=f"comma-separated: {', '.join(DATASETS)} or paths to .npz files (default cora)")
     cmd.add_argument("--attacks", type=_names, default=["meta"], help=f"{', '.join(ATTACKS)} (default meta)")

@@ -36,16 +36,31 @@ def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes:
     return xn @ coef
 
 
+def neighbourhood_scores(pairs: Tensor, scores: Tensor, labelled: Tensor) -> Tensor:
+    """(n, C): each node's own ``scores`` (n, C) plus the mean scores of its unlabelled
+    neighbours over the undirected ``pairs`` (2, m). Edges at labelled nodes do not vote — that
+    is where a poisoning attacker inserts — so inserting edges at training nodes cannot move
+    any node's vote; moving one takes edges among unlabelled nodes."""
+    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    voter = ~labelled[src]
+    total = torch.zeros_like(scores).index_add_(0, dst[voter], scores[src[voter]])
+    count = torch.zeros(scores.shape[0], dtype=scores.dtype, device=scores.device)
+    count.index_add_(0, dst[voter], torch.ones_like(dst[voter], dtype=scores.dtype))
+    return scores + total / count.clamp(min=1)[:, None]
+
+
 def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
-                       top_k: int = 2) -> Tensor:
+                       top_k: int = 2, source: str = "features") -> Tensor:
     """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
 
     A training node's label is its true label and its only compatible class; any other node's
-    label is the top class of :func:`feature_class_scores` and its compatible classes are its
-    ``top_k`` best. An edge disagrees when neither endpoint's label is compatible with the other
-    endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
-    :func:`is_identity_like`) carry no feature signal: only edges
-    between two training nodes with different labels disagree.
+    label is the top class of its class scores and its compatible classes are its ``top_k``
+    best. The scores are :func:`feature_class_scores` (``source="features"``: graph-free) or
+    those plus the mean of its unlabelled neighbours' (``"neighbourhood"``,
+    :func:`neighbourhood_scores`). An edge disagrees when neither endpoint's label is compatible
+    with the other endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
+    :func:`is_identity_like`) carry no feature signal: only edges between two training nodes
+    with different labels disagree.
     """
     n = x.shape[0]
     labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -54,6 +69,8 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     if isinstance(x, Identity) or is_identity_like(x):
         return labelled[src] & labelled[dst] & (y[src] != y[dst])
     scores = feature_class_scores(x, y, train_nodes, num_classes)
+    if source == "neighbourhood":
+        scores = neighbourhood_scores(pairs, scores, labelled)
     label = scores.argmax(1)
     label[train_nodes] = y[train_nodes]
     compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=x.device)

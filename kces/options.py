@@ -22,6 +22,7 @@ from .kernels import KERNELS
 ENGINES = ("exact", "first_order", "woodbury")
 FORMS = ("auto", "dual", "primal")
 CANDIDATES = ("labelled", "all")
+LABEL_SOURCES = ("features", "neighbourhood")
 Engine = Literal["exact", "first_order", "woodbury"]
 Form = Literal["auto", "dual", "primal"]
 
@@ -114,8 +115,13 @@ class Pruning(_Options):
             check alone.
         label_check (bool, default True): with ``"auto"``, ``None`` or ``ratio``: the label
             check (endpoint labels that disagree) flags candidates.
-        label_top_k (int, default 2): feature classes of an unlabelled node that count as
-            compatible in the label check.
+        label_top_k (int, default 2): classes of an unlabelled node that count as compatible in
+            the label check.
+        label_source (str, default ``"features"``): an unlabelled node's class scores in the
+            label check: ``"features"`` (kernel ridge regression on its own features, graph-free)
+            or ``"neighbourhood"`` (those plus the mean of its unlabelled neighbours'; edges at
+            training nodes do not vote). ``Pruning(label_source="neighbourhood", label_top_k=1)``
+            is the variant measured against adaptive attacks (README).
         candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
             node) or ``"all"``.
     """
@@ -125,6 +131,7 @@ class Pruning(_Options):
     label_check: bool = True
     label_top_k: int = 2
     candidates: str = "labelled"
+    label_source: str = "features"
 
     def __post_init__(self) -> None:
         if self.ratio is not None:
@@ -149,6 +156,8 @@ class Pruning(_Options):
             raise InputError(f"label_top_k must be an integer >= 1, got {self.label_top_k!r}")
         if self.candidates not in CANDIDATES:
             raise InputError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
+        if self.label_source not in LABEL_SOURCES:
+            raise InputError(f"label_source must be one of {LABEL_SOURCES}, got {self.label_source!r}")
 
 
 Options = TypeVar("Options", Complexity, Pruning)

@@ -37,3 +37,31 @@ def test_featureless_graphs_only_check_training_pairs():
     pairs = torch.tensor([[0, 0, 1, 2], [1, 3, 2, 3]])
     train = torch.tensor([0, 1, 2])
     assert label_disagreement(pairs, x, y, train, 2).tolist() == [True, False, False, False]
+
+
+def test_neighbourhood_scores_against_a_loop():
+    """Own scores plus the mean scores of the unlabelled neighbours; labelled neighbours do not vote."""
+    from kces.labels import neighbourhood_scores
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 7, 3
+    pairs = torch.tensor([[0, 0, 1, 2, 3, 4], [1, 2, 2, 3, 5, 5]])
+    scores = torch.rand(n, c, generator=g, dtype=torch.float64)
+    labelled = torch.tensor([True, False, False, True, False, False, False])
+    got = neighbourhood_scores(pairs, scores, labelled)
+    for v in range(n):
+        voters = [int(w) for a, b in pairs.T.tolist() for w, t in ((a, b), (b, a)) if t == v and not labelled[w]]
+        expected = scores[v] + (scores[voters].mean(0) if voters else 0)
+        torch.testing.assert_close(got[v], expected)
+
+
+def test_neighbourhood_label_source_changes_the_check():
+    """A node whose features point to class 1 but whose unlabelled neighbours all look like
+    class 0 gets class 0 from the neighbourhood: its edge to a class-1 training node disagrees."""
+    x = torch.tensor([[0.4, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([1, 0, 0, 0, 1])
+    train = torch.tensor([1, 4])
+    pairs = torch.tensor([[0, 0, 0], [2, 3, 4]])  # node 0: two class-0-like neighbours and a class-1 training node
+    by_features = label_disagreement(pairs, x, y, train, 2, top_k=1)
+    by_neighbourhood = label_disagreement(pairs, x, y, train, 2, top_k=1, source="neighbourhood")
+    assert not by_features[2] and by_neighbourhood[2]  # the edge 0 – 4 (training node of class 1)

@@ -8,7 +8,7 @@ LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink")
 ADAPTIVE = ("trainlink-adaptive",)
 """Attacks that know the defence: each attacks the cell's whole defence chain."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
-EDGE_STAGES = ("kces", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "jaccard", "svd")
+EDGE_STAGES = ("kces", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-nbr", "jaccard", "svd")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")
