@@ -4,8 +4,8 @@
 Variants (first-order KC, linear kernel, S = training nodes): ``kces-top10`` (the paper's
 literal reading: prune the 10% highest-KC edges), ``kces-kc-only`` (the KC bound, no label
 check), ``kces-labels-only`` (the label check, no KC bound), ``kces`` (both: the package
-default), ``kces-k2`` (the default with two hops), ``kces-nbr`` (the label check by each unlabelled node's
-neighbourhood-voted top class). Scenarios: clean, Metattack 20%, Nettack 5
+default), ``kces-k2`` (the default with two hops), ``kces-nbr`` (the label check by each
+unlabelled node's neighbourhood-voted top class). Scenarios: clean, Metattack 20%, Nettack 5
 (its target nodes), DICE 20%. Results, tables and figures go to
 ``benchmarks/results/ablation/``; an interrupted run continues where it stopped.
 
