@@ -167,6 +167,7 @@ class MatrixOptimizer(Optimizer):
             matrix = update.reshape(update.size(0), -1)
             direction = self._direction(matrix, group)
             lr = group["lr"]
-            p.mul_(1 - lr * group["weight_decay"])
+            if group["weight_decay"]:
+                p.mul_(1 - lr * group["weight_decay"])
             p.add_(direction.reshape(p.shape), alpha=-lr * self._scale(*matrix.shape, group))
         return loss
