@@ -54,7 +54,7 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
     """
     if isinstance(adj, torch.Tensor):
         raise InputTypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
-                        "adj before utils.to_tensor), not a torch tensor")
+                             "adj before utils.to_tensor), not a torch tensor")
     sparse_in = sp.issparse(adj)
     if not sparse_in and not isinstance(adj, np.ndarray):
         raise InputTypeError(f"adj must be a scipy sparse matrix or numpy array, got {type(adj).__name__}")
@@ -89,7 +89,7 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
 
     if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
         raise InputTypeError("sanitize_networkx needs an undirected simple nx.Graph "
-                        "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
+                             "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
     if graph.number_of_nodes() == 0:
         raise InputError("the graph is empty (no nodes)")
     nodes = list(graph.nodes)

@@ -56,7 +56,8 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
     cmd.add_argument("input", type=Path, metavar="INPUT", help=".npz or .pt graph")
     cmd.add_argument("output", type=Path, metavar="OUTPUT", help="where to write the sanitized graph (same suffix)")
     cmd.add_argument("--ratio", type=float,
-                     help="prune exactly this share of the edges, the most suspicious first (default: the measured rule)")
+                     help="prune exactly this share of the edges, the most suspicious first "
+                     "(default: the measured rule)")
     cmd.add_argument("--k", type=int, default=1, help="propagation hops of the kernel (default 1)")
     cmd.add_argument("--train-ratio", type=float, default=0.1,
                      help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")

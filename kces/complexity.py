@@ -118,9 +118,9 @@ def pair_scores(x: Tensor | Identity, edges: UndirectedEdges, nodes: Tensor, lab
     """KC score of every undirected edge, (m,) in ``edges.pairs`` order, on ``x``'s device.
 
     x: (n, d) features or :class:`~kces.graph.Identity`; nodes: (|S|,) labelled node ids;
-    labels: (|S|, C) from :func:`label_matrix`. ``options.form``/``random_features`` and ``seed`` (of the NTK random
-    features) apply to the ``first_order`` engine; the reference engines solve the dual
-    exactly. ``options.max_memory``: bytes the ``first_order`` scoring may use (default: what
+    labels: (|S|, C) from :func:`label_matrix`. ``options.form``/``random_features`` and
+    ``seed`` (of the NTK random features) apply to the ``first_order`` engine; the reference
+    engines solve the dual exactly. ``options.max_memory``: bytes the ``first_order`` scoring may use (default: what
     the device has free); a larger estimate raises ``MemoryError`` before anything big is
     allocated. (``options.centre`` is read where ``labels`` are built.)
     """

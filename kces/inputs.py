@@ -99,7 +99,7 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
         raise InputTypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
     if not isinstance(edge_index, Tensor):
         raise InputTypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__} "
-                        "(convert a NumPy array with torch.from_numpy)")
+                             "(convert a NumPy array with torch.from_numpy)")
     if num_nodes is None:
         num_nodes = x.shape[0] if x is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
     edges = undirected_edges(edge_index, num_nodes, edge_weight)

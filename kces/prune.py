@@ -16,7 +16,6 @@ edges whose KC exceeds ``t``; ``threshold=None`` only 1. Ties are broken by edge
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -1,8 +1,8 @@
 """``KCES``: the PyTorch Geometric transform (``transform=`` / ``pre_transform=``)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,8 +10,8 @@ from torch_geometric.data import Data, HeteroData
 from torch_geometric.transforms import BaseTransform
 
 from .errors import InputError, InputTypeError
-from .options import Complexity, Pruning, options
 from .functional import sanitize
+from .options import Complexity, Pruning, options
 
 
 class KCES(BaseTransform):
@@ -52,7 +52,7 @@ class KCES(BaseTransform):
     def forward(self, data: Data) -> Data:
         if isinstance(data, HeteroData):
             raise InputTypeError("KCES works on homogeneous graphs (Data), not HeteroData; "
-                            "convert with data.to_homogeneous() first")
+                                 "convert with data.to_homogeneous() first")
         if not isinstance(data, Data):
             raise InputTypeError(f"KCES expects a torch_geometric.data.Data, got {type(data).__name__}")
         if data.edge_index is None:

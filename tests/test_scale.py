@@ -124,7 +124,8 @@ def test_primal_equals_dual_for_the_linear_kernel():
     dual = complexity(z_s, labels, lam=LAM, form="dual")
     primal = complexity(z_s, labels, lam=LAM, form="primal")
     assert float(primal) == pytest.approx(float(dual), rel=1e-10)
-    scores = {form: pair_scores(x, edges, nodes, labels, Complexity(k=2, lam=LAM, form=form)) for form in ("dual", "primal")}
+    scores = {form: pair_scores(x, edges, nodes, labels, Complexity(k=2, lam=LAM, form=form))
+              for form in ("dual", "primal")}
     torch.testing.assert_close(scores["primal"], scores["dual"], rtol=1e-8, atol=1e-10)
     auto = pair_scores(x, edges, nodes, labels, Complexity(k=2, lam=LAM))  # |S| > d: primal
     assert torch.equal(auto, scores["primal"])

@@ -149,7 +149,8 @@ def _adaptive_section(rows: list[dict[str, Any]]) -> list[str]:
             for defence in defences:
                 plain = mean.get((dataset, attack, rate, defence, model, optimizer))
                 known = mean.get((dataset, adaptive, rate, defence, model, optimizer))
-                row.append("" if plain is None or known is None else f"{plain:.1f} / {known:.1f} ({known - plain:+.1f})")
+                row.append("" if plain is None or known is None
+                           else f"{plain:.1f} / {known:.1f} ({known - plain:+.1f})")
             table.append(row)
         lines += [f"### {dataset} · {attack} vs {adaptive} · {model} · {optimizer}", "",
                   *_table([_rate_label(attack), *defences], table)]
