@@ -234,3 +234,27 @@ def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) 
     assert len(calls) == 2 * count
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         f"{tiny.key}_trainlink-adaptive_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_0.1_0_kces.npz"]
+
+
+def test_prbcd_through_the_defence(tiny: Dataset) -> None:
+    """At most the budget, seeded, the input untouched, the surrogate's loss raised; the
+    defence is queried on the poisoned graphs and what it prunes is withdrawn and re-spent."""
+    from kces.experiments.attacks import GRADIENT_ROUNDS, prbcd_through_defence
+    from kces.experiments.defences import apply_edge_stages
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    queries = []
+
+    def defend(adj):
+        queries.append(adj.nnz)
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    adj = prbcd_through_defence(graph, 0.2, 0, 20, defend)
+    assert (graph.adj != before).nnz == 0
+    flips = len(edge_difference(adj, graph.adj)) + len(edge_difference(graph.adj, adj))
+    assert 0 < flips <= budget(graph, 0.2)
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0 and set(np.unique(adj.data)) == {1.0}
+    assert 0 < len(queries) <= 2 * GRADIENT_ROUNDS
+    assert (prbcd_through_defence(graph, 0.2, 0, 20, defend) != adj).nnz == 0
+    assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)

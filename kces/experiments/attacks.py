@@ -161,35 +161,86 @@ def dice_attack(adj: sp.spmatrix, labels: np.ndarray, rate: float, seed: int) ->
     return out
 
 
+def _rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: bool = False) -> sp.csr_matrix:
+    """``graph.adj`` after PyG's PRBCD/GRBCD with ``count`` flips against a PyG GCN (Adam,
+    ``epochs``) trained on ``graph.adj``, attacking the test nodes' predictions."""
+    with warnings.catch_warnings():  # "contrib contains experimental code"
+        warnings.simplefilter("ignore", UserWarning)
+        from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
+
+    seed_everything(seed)
+    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
+    cls = GRBCDAttack if greedy else PRBCDAttack
+    rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
+               **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
+    perturbed, _ = rbcd.attack(x, edge_index, torch.from_numpy(graph.labels), count,
+                               idx_attack=torch.from_numpy(graph.idx_test))
+    row, col = perturbed.numpy()
+    return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=graph.adj.shape)
+
+
 def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:
     def attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
         """PyG's PRBCD/GRBCD against a PyG GCN (Adam, ``epochs``) trained on the clean graph,
         attacking the test nodes' predictions (evasion; the perturbed graph is then used for
         training too, as a poisoning transfer)."""
-        with warnings.catch_warnings():  # "contrib contains experimental code"
-            warnings.simplefilter("ignore", UserWarning)
-            from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
-
-        seed_everything(seed)
-        surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
-        cls = GRBCDAttack if greedy else PRBCDAttack
-        rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
-                   **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
-        perturbed, _ = rbcd.attack(x, edge_index, torch.from_numpy(graph.labels), budget(graph, rate),
-                                   idx_attack=torch.from_numpy(graph.idx_test))
-        row, col = perturbed.numpy()
-        return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=graph.adj.shape)
+        return _rbcd_perturbed(graph, budget(graph, rate), seed, epochs, greedy)
     return attack
+
+
+GRADIENT_ROUNDS = 3
+"""Rounds of the adaptive gradient attack: sanitize, train the surrogate, attack, withdraw."""
+
+
+def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
+                          defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
+    """PRBCD through the whole pipeline, with the defence in the loop.
+
+    Each of :data:`GRADIENT_ROUNDS` rounds runs the defence on the current poisoned graph,
+    trains the surrogate GCN on what the defence keeps (the graph the victim trains on) and
+    spends the remaining budget with PRBCD on that graph; flips the defence undoes on the next
+    poisoned graph (an inserted edge it prunes) are withdrawn and their budget spent again in
+    the next round. At most ``round(rate · m)`` flips relative to the clean graph. Against a
+    defence that re-weights instead of removing (SVD) it is plain PRBCD on the poisoned graph."""
+    clean, count = graph.adj, budget(graph, rate)
+
+    def pruning(adj: sp.csr_matrix) -> sp.csr_matrix | None:
+        """The defence's output when it only removes edges (0/1), else None: a re-weighting
+        defence (SVD) gives the attacker no edge to withdraw and no sparse graph to attack."""
+        kept = sp.csr_matrix(defend(adj))
+        return kept if np.all(kept.data == 1) else None
+
+    poisoned = clean.copy()
+    for round_ in range(GRADIENT_ROUNDS):
+        flips = (poisoned != clean).nnz // 2
+        if count > flips:
+            kept = pruning(poisoned)
+            seen = poisoned if kept is None else kept
+            attacked = _rbcd_perturbed(graph.with_adj(seen), count - flips, seed + round_, epochs)
+            # PRBCD's insertions into the seen graph, less edges the poisoned graph already holds
+            # (ones the defence pruned: re-inserting them costs nothing and changes nothing), and deletions
+            added = sp.triu(attacked - attacked.multiply(poisoned), k=1)
+            removed = sp.triu(seen - seen.multiply(attacked), k=1)
+            change = added - removed
+            poisoned = sp.csr_matrix(poisoned + change + change.T)
+            poisoned.eliminate_zeros()
+        kept = pruning(poisoned) if round_ < GRADIENT_ROUNDS - 1 else None
+        if kept is not None:  # withdraw the insertions the defence prunes; their budget is spent again
+            pruned = sp.triu(poisoned - poisoned.multiply(kept), k=1).multiply(poisoned - clean > 0)
+            poisoned = sp.csr_matrix(poisoned - pruned - pruned.T)
+            poisoned.eliminate_zeros()
+    return poisoned
 
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
     "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed)}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
-ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, Callable], sp.csr_matrix]] = {
-    "trainlink-adaptive": train_links}
-"""name → attack(clean graph, rate, seed, the cell's defence) → (n, n) attacked adjacency; each is
-the adaptive version of the live attack named without ``-adaptive``."""
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend: train_links(graph, rate, seed, defend),
+    "prbcd-adaptive": prbcd_through_defence}
+"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence) → (n, n) attacked
+adjacency; each is the adaptive version of the live attack named without ``-adaptive``."""
 
 
 class AttackedGraphs:
@@ -225,7 +276,7 @@ class AttackedGraphs:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, defend) if attack in ADAPTIVE
+            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend) if attack in ADAPTIVE
                         else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
             adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)

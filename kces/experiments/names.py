@@ -5,7 +5,7 @@ is built for exactly these names (tested)."""
 DATASETS = ("cora", "citeseer", "polblogs", "cora_ml")
 PREPERTURBED = ("meta", "nettack")
 LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink")
-ADAPTIVE = ("trainlink-adaptive",)
+ADAPTIVE = ("trainlink-adaptive", "prbcd-adaptive")
 """Attacks that know the defence: each attacks the cell's whole defence chain."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
 EDGE_STAGES = ("kces", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-nbr", "jaccard", "svd")
