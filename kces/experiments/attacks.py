@@ -51,8 +51,13 @@ def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
             if len(new) < count and i * n + j not in taken:
                 taken.add(i * n + j)
                 new.append(i * n + j)
-    rows, cols = np.divmod(np.asarray(new, dtype=np.int64), n)
-    inserted = sp.coo_matrix((np.ones(2 * count, dtype=np.float32),
+    return with_insertions(adj, np.asarray(new, dtype=np.int64))
+
+
+def with_insertions(adj: sp.csr_matrix, keys: np.ndarray) -> sp.csr_matrix:
+    """``adj`` (n, n) plus the undirected edges ``keys`` (k,) int64, each ``i · n + j``, i < j."""
+    rows, cols = np.divmod(keys, adj.shape[0])
+    inserted = sp.coo_matrix((np.ones(2 * rows.size, dtype=np.float32),
                               (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
     return (adj + inserted).tocsr()
 
@@ -104,10 +109,7 @@ def train_links(graph: Graph, rate: float, seed: int,
         raise InputError(f"cannot place {count} training-node insertions in {graph.name}")
 
     def poisoned() -> sp.csr_matrix:
-        rows, cols = np.divmod(np.fromiter(chosen, dtype=np.int64, count=len(chosen)), n)
-        inserted = sp.coo_matrix((np.ones(2 * rows.size, dtype=np.float32),
-                                  (np.concatenate([rows, cols]), np.concatenate([cols, rows]))), shape=adj.shape)
-        return (adj + inserted).tocsr()
+        return with_insertions(adj, np.fromiter(chosen, dtype=np.int64, count=len(chosen)))
 
     labelled = np.zeros(n, dtype=bool)
     labelled[train] = True
