@@ -11,8 +11,8 @@ import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 
 from .errors import InputError, InputTypeError
-from .options import Complexity, Pruning
 from .functional import sanitize
+from .options import Complexity, Pruning
 
 if TYPE_CHECKING:
     import networkx as nx

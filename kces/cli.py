@@ -159,7 +159,8 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
 def _bench(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     import torch
 
-    from .experiments.runner import RESULTS, execute, make_plan
+    from .experiments.results import RESULTS
+    from .experiments.runner import execute, make_plan
 
     if args.threads < 1:
         fail(f"--threads must be >= 1, got {args.threads}")
@@ -228,7 +229,7 @@ def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pr
 
     data = load_pyg(src)
     if not isinstance(getattr(data, "y", None), torch.Tensor) or data.y.dim() != 1:
-        raise ValueError(f"{src}: the Data needs node labels y of shape (num_nodes,)")
+        raise InputError(f"{src}: the Data needs node labels y of shape (num_nodes,)")
     work = data
     if getattr(data, "train_mask", None) is None:
         work = data.clone()

@@ -23,16 +23,11 @@ ENGINES = ("exact", "first_order", "woodbury")
 FORMS = ("auto", "dual", "primal")
 CANDIDATES = ("labelled", "all")
 LABEL_SOURCES = ("features", "neighbourhood")
-Engine = Literal["exact", "first_order", "woodbury"]
 Form = Literal["auto", "dual", "primal"]
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
 
 
 def _real(value: Any, name: str) -> float:
@@ -89,7 +84,7 @@ class Complexity(_Options):
         if not (lam > 0 and math.isfinite(lam)):
             raise InputError(f"lam (ridge) must be > 0 and finite, got {self.lam!r}")
         object.__setattr__(self, "lam", lam)
-        if not _is_bool(self.centre):
+        if not isinstance(self.centre, bool):
             raise InputTypeError(f"centre must be True or False, got {self.centre!r}")
         if self.engine not in ENGINES:
             raise InputError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
@@ -150,7 +145,7 @@ class Pruning(_Options):
             if not math.isfinite(threshold):
                 raise InputError(f"threshold must be finite, got {self.threshold!r}")
             object.__setattr__(self, "threshold", threshold)
-        if not _is_bool(self.label_check):
+        if not isinstance(self.label_check, bool):
             raise InputTypeError(f"label_check must be True or False, got {self.label_check!r}")
         if not _is_int(self.label_top_k) or self.label_top_k < 1:
             raise InputError(f"label_top_k must be an integer >= 1, got {self.label_top_k!r}")

@@ -15,7 +15,7 @@ from kces.experiments.attacks import AttackedGraphs, budget, random_insertion
 from kces.experiments.datasets import Dataset, load_dataset
 from kces.experiments.defences import apply_edge_stages, parse_defence, skip_reason
 from kces.experiments.models import accuracy
-from kces.experiments.runner import finished, read_results
+from kces.experiments.results import finished, read_results
 from tiny_graphs import write_tiny_npz
 
 

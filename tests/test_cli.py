@@ -273,6 +273,12 @@ def test_sanitize_pt_that_is_not_a_graph(tmp_path: Path, capsys) -> None:
         main(["sanitize", str(tmp_path / "in.pt"), str(tmp_path / "out.pt")])
     assert exit_.value.code == 2 and "expected a torch_geometric.data.Data" in _one_line_error(capsys, "sanitize")
     assert not (tmp_path / "out.pt").exists()
+    from torch_geometric.data import Data
+
+    torch.save(Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2), tmp_path / "unlabelled.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(tmp_path / "unlabelled.pt"), str(tmp_path / "out.pt")])
+    assert exit_.value.code == 2 and "needs node labels y" in _one_line_error(capsys, "sanitize")
 
 
 def test_report_bad_input(tmp_path: Path, capsys) -> None:

@@ -24,6 +24,7 @@ from ..formats import atomic_write, read_sparse_npz
 from .datasets import Dataset, Graph, load_graph
 from .models import seed_everything, train_pyg
 from .names import ADAPTIVE, LIVE, PREPERTURBED
+
 RBCD_BLOCK_SIZE = 100_000
 """Candidate edges PRBCD/GRBCD consider at a time (sampled with replacement, then deduplicated)."""
 RBCD_EPOCHS = 50
@@ -35,15 +36,20 @@ def budget(graph: Graph, rate: float) -> int:
     return int(round(rate * (sp.triu(graph.clean_adj, k=1).nnz)))
 
 
+def edge_keys(adj: sp.spmatrix) -> set[int]:
+    """The undirected edges of the symmetric ``adj`` (n, n) as keys ``i · n + j``, i < j."""
+    upper = sp.triu(adj, k=1).tocoo()
+    return set((upper.row.astype(np.int64) * adj.shape[0] + upper.col).tolist())
+
+
 def random_insertion(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
     """Insert ``round(rate · m)`` new undirected edges, uniformly among the non-edges, seeded
     (DeepRobust's ``Random(type='add')`` with a private generator)."""
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
-    upper = sp.triu(adj, k=1).tocoo()
-    if count > n * (n - 1) // 2 - upper.nnz:
+    taken = edge_keys(adj)
+    if count > n * (n - 1) // 2 - len(taken):
         raise InputError(f"cannot insert {count} edges: the graph has fewer non-edges")
     rng = np.random.default_rng(seed)
-    taken = set((upper.row.astype(np.int64) * n + upper.col).tolist())
     new: list[int] = []
     while len(new) < count:
         pairs = np.sort(rng.integers(0, n, size=(count, 2)), axis=1)
@@ -83,8 +89,7 @@ def train_links(graph: Graph, rate: float, seed: int,
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     labels, train = graph.labels, graph.idx_train
     rng = np.random.default_rng(seed)
-    upper = sp.triu(adj, k=1).tocoo()
-    existing = set((upper.row.astype(np.int64) * n + upper.col).tolist())
+    existing = edge_keys(adj)
     other = [np.flatnonzero((labels != c) & (labels >= 0)) for c in range(int(labels.max()) + 1)]
     train_of = [train[labels[train] == c] for c in range(int(labels.max()) + 1)]
     chosen: dict[int, None] = {}  # insertion order kept: deterministic
@@ -278,8 +283,8 @@ class AttackedGraphs:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend) if attack in ADAPTIVE
-                        else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
+            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend)
+                        if attack in ADAPTIVE else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
             adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: sp.save_npz(f, adj))

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formats import atomic_write
-from .runner import KEY_FIELDS, RESULTS, read_results, record_key
+from .results import KEY_FIELDS, RESULTS, read_results, record_key
 
 GROUP = KEY_FIELDS[:-1]  # a table cell: every coordinate but the seed
 PANEL = ("dataset", "attack", "model", "optimizer")  # one table and one figure: rates × defences

@@ -14,7 +14,6 @@ or on what ran before.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -39,9 +38,9 @@ from .defences import apply_edge_stages, model_defence_accuracy, parse_defence, 
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SVD_RANK
+from .report import write_report
+from .results import KEY_FIELDS, RESULTS, ResultsLog, finished, read_results
 
-RESULTS = "results.jsonl"
-KEY_FIELDS = ("dataset", "attack", "rate", "defence", "model", "optimizer", "seed")
 
 
 @dataclass(frozen=True)
@@ -139,65 +138,10 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
     return Plan(datasets=loaded, cells=cells, out=out, graphs=graphs, epochs=epochs, svd_rank=svd_rank)
 
 
-def record_key(record: dict[str, Any]) -> tuple:
-    """The cell coordinates of a results record."""
-    return tuple(record[field] for field in KEY_FIELDS)
-
-
-def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Records of a results file, and the byte length of its complete lines. Text after the
-    last newline (a line cut off mid-write) is ignored; a bad complete line raises ``ValueError``."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    records = []
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            record_key(record)
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path}: line {number} is not a results record") from None
-        records.append(record)
-    return records, end
-
-
-def finished(records: list[dict[str, Any]]) -> set[tuple]:
-    """Keys of the cells whose last record is ``ok`` or ``skipped`` (not rerun by a resume)."""
-    last = {record_key(record): record["status"] for record in records}
-    return {key for key, status in last.items() if status in ("ok", "skipped")}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-class ResultsLog:
-    """Append-only JSON lines; each record is on disk (fsync) before ``append`` returns."""
-
-    def __init__(self, path: Path, keep_bytes: int | None = None):
-        self.path = path
-        if keep_bytes is not None and path.stat().st_size != keep_bytes:
-            with open(path, "r+b") as f:  # drop a partly written last line before appending
-                f.truncate(keep_bytes)
-        self._file = open(path, "a", encoding="utf-8")
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, allow_nan=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def scores_path(plan: Plan, dataset: Dataset, cell: Cell) -> Path:
     """``<out>/scores/<graph key>.npz`` (the seed only in live attacks' keys)."""
-    return plan.out / "scores" / f"{plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, cell.defence)}.npz"
+    key = plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, cell.defence)
+    return plan.out / "scores" / f"{key}.npz"
 
 
 def save_scores(path: Path, graph: Graph, cell: Cell) -> None:
@@ -234,6 +178,7 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     if record["reason"]:
         return {**record, "status": "skipped"}
     seed_everything(cell.seed)
+
     def defend(adj: sp.csr_matrix) -> sp.csr_matrix:  # what an adaptive attacker runs: the cell's edge stages
         return apply_edge_stages(stages, dataset.graph.with_adj(adj), cell.seed, plan.svd_rank).adj
 
@@ -294,8 +239,6 @@ def run_grids(out: Path, grids: list[dict[str, Any]], plots: bool = False, **com
     directory, then write its report (with figures if ``plots``); the exit status of ``kces
     bench``. The grids share one results file, so a rerun continues where an interrupted one
     stopped, and cells added to a grid are run alone."""
-    from .report import write_report
-
     failed = 0
     for grid in grids:
         counts = execute(make_plan(out=out, **common, **grid))

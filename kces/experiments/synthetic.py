@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ..errors import InputError
+
 _ROUNDS = 8  # draws (1% oversampled) until self-loops and duplicates are replaced; sparse graphs need 1
 
 
@@ -92,17 +94,17 @@ def _check(num_nodes, num_classes, avg_degree, homophily, num_features, noise, t
     for name, value, low in (("num_nodes", num_nodes, 2), ("num_classes", num_classes, 2),
                              ("num_features", num_features, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
     if num_classes > num_nodes:
-        raise ValueError(f"num_classes ({num_classes}) exceeds num_nodes ({num_nodes}): a class would be empty")
+        raise InputError(f"num_classes ({num_classes}) exceeds num_nodes ({num_nodes}): a class would be empty")
     if num_nodes > 3_000_000_000:
-        raise ValueError(f"num_nodes must be <= 3e9 (edge keys lo * n + hi are int64), got {num_nodes}")
+        raise InputError(f"num_nodes must be <= 3e9 (edge keys lo * n + hi are int64), got {num_nodes}")
     if not 0 < avg_degree <= num_nodes - 1:
-        raise ValueError(f"avg_degree must be in (0, num_nodes - 1 = {num_nodes - 1}], got {avg_degree!r}")
+        raise InputError(f"avg_degree must be in (0, num_nodes - 1 = {num_nodes - 1}], got {avg_degree!r}")
     if not 0 <= homophily <= 1:
-        raise ValueError(f"homophily must be in [0, 1], got {homophily!r}")
+        raise InputError(f"homophily must be in [0, 1], got {homophily!r}")
     if not noise >= 0:
-        raise ValueError(f"noise (feature noise standard deviation) must be >= 0, got {noise!r}")
+        raise InputError(f"noise (feature noise standard deviation) must be >= 0, got {noise!r}")
     if not 0 < train_ratio <= 1 or round(train_ratio * num_nodes) == 0:
-        raise ValueError(f"train_ratio must be in (0, 1] and select at least one of the {num_nodes} nodes, "
+        raise InputError(f"train_ratio must be in (0, 1] and select at least one of the {num_nodes} nodes, "
                          f"got {train_ratio!r}")
