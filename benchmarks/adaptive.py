@@ -1,18 +1,19 @@
-"""Adaptive attacks (issue 9): every defence under an attack that does not know it and under
-the adaptive version of the same attack, which runs the cell's defence chain on its own
-poisoned graph and replaces what the defence prunes — a front-end to the ``kces bench`` runner.
+"""Adaptive attacks (issue 9): every defence under an attack that does not know it and under the
+adaptive version of the same attack, which runs the cell's defence chain on its own poisoned
+graph and replaces what the defence prunes — a front-end to the ``kces bench`` runner.
 
-Two attack families at 20% of the edges: ``trainlink``, insertions from training nodes to
-nodes of another class (Metattack's habit without its gradient), whose adaptive version
+Two attack families at 20% of the edges: ``trainlink``, insertions from training nodes to nodes
+of another class (Metattack's habit without its gradient), whose adaptive version
 (``kces.experiments.attacks.train_links``) replaces what the defence prunes; and PyG's PRBCD
 against a surrogate trained on the clean graph, whose adaptive version
-(``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what
-it prunes (Cora and Citeseer, 2 seeds, the pruning defences: about a minute per cell). Model defences (RGCN) have no edge stage
-to query, so their adaptive attack is the non-adaptive one. Results, tables (with the
-adaptive − non-adaptive difference per defence) and figures go to
+(``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
+prunes (Cora and Citeseer, 2 seeds, the pruning defences: about a minute per cell). Model
+defences (RGCN) have no edge stage to query, so their adaptive attack is the non-adaptive one.
+Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
     python benchmarks/adaptive.py [--datasets cora,citeseer,polblogs] [--seeds 3]
+
 """
 from __future__ import annotations
 

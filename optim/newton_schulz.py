@@ -105,7 +105,8 @@ def measured_dtype(rows: int, cols: int, steps: int, device: torch.device) -> to
                 cost[dtype] = steps * (2 * wide + square)
         # fp32 is the more precise: bf16 only when it is clearly faster, so that a shape where the
         # two are close does not flip between processes with the noise of the timings
-        _MEASURED[key] = torch.bfloat16 if cost[torch.float32] > BF16_MARGIN * cost[torch.bfloat16] else torch.float32
+        faster = cost[torch.float32] > BF16_MARGIN * cost[torch.bfloat16]
+        _MEASURED[key] = torch.bfloat16 if faster else torch.float32
     return _MEASURED[key]
 
 

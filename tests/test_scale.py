@@ -176,8 +176,8 @@ def test_scores_are_deterministic():
     edge_index, x, y, mask = sbm64(num_nodes=2000)
     x = x.float()
     for kernel in ("linear", "ntk"):
-        runs = [kces.kc_scores(edge_index, x, y, mask, complexity=dict(kernel=kernel, form="primal", random_features=256))
-                for _ in range(2)]
+        options = dict(kernel=kernel, form="primal", random_features=256)
+        runs = [kces.kc_scores(edge_index, x, y, mask, complexity=options) for _ in range(2)]
         assert torch.equal(runs[0], runs[1])
 
 
@@ -327,8 +327,9 @@ def test_more_ranks_than_gpus_is_a_one_line_refusal(tmp_path):
 @pytest.mark.parametrize("kernel", ["linear", "ntk"])
 def test_cuda_fp32_scores_match_cpu_fp64(kernel):
     edge_index, x, y, mask = sbm64(num_nodes=5000)
-    reference = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, kernel=kernel, form="primal", random_features=512))
-    gpu = kces.kc_scores(edge_index, x.float(), y, mask, complexity=dict(k=2, kernel=kernel, form="primal", random_features=512),
+    options = dict(k=2, kernel=kernel, form="primal", random_features=512)
+    reference = kces.kc_scores(edge_index, x, y, mask, complexity=options)
+    gpu = kces.kc_scores(edge_index, x.float(), y, mask, complexity=options,
                          device="cuda")
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
     torch.testing.assert_close(gpu.cpu().double(), reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max()))

@@ -298,12 +298,14 @@ def test_weighted_scores_equal_reference():
     w = pair_weight.tolist()
     ref = reference_kc(pairs, w, xs, nodes, y_mat, 2, "linear", LAM)
     for engine in ("exact", "woodbury"):
-        got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, complexity=dict(k=2, lam=LAM, engine=engine))
+        got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight,
+                             complexity=dict(k=2, lam=LAM, engine=engine))
         np.testing.assert_allclose(per_pair(got, columns, len(pairs)), ref, rtol=1e-8,
                                    atol=1e-8 * np.abs(ref).max())
     # first order: removing e moves w_e to 0, so the estimate is w_e · ∂GKC/∂w_e
     fd = reference_derivative(pairs, w, xs, nodes, y_mat, 2, "linear", LAM)
-    got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight, complexity=dict(k=2, lam=LAM, engine="first_order"))
+    got = kces.kc_scores(edge_index, x, y, mask, edge_weight=edge_weight,
+                         complexity=dict(k=2, lam=LAM, engine="first_order"))
     expected = pair_weight.numpy() * fd
     np.testing.assert_allclose(per_pair(got, columns, len(pairs)), expected, rtol=1e-6,
                                atol=1e-6 * np.abs(expected).max())
@@ -322,10 +324,12 @@ def test_permutation_equivariance(engine):
     col_perm = torch.randperm(e, generator=g)     # new column c is old column col_perm[c]
     new_edge_index = inverse[edge_index][:, col_perm]
     base = kces.kc_scores(edge_index, x, y, mask, complexity=dict(k=2, lam=LAM, engine=engine))
-    permuted = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm], complexity=dict(k=2, lam=LAM, engine=engine))
+    permuted = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm],
+                              complexity=dict(k=2, lam=LAM, engine=engine))
     torch.testing.assert_close(permuted, base[col_perm], rtol=1e-9, atol=1e-10 * float(base.abs().max()))
     # an index-tensor train_mask (instead of a bool mask) names the same set
-    as_index = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm].nonzero().view(-1), complexity=dict(k=2, lam=LAM, engine=engine))
+    as_index = kces.kc_scores(new_edge_index, x[perm], y[perm], mask[perm].nonzero().view(-1),
+                              complexity=dict(k=2, lam=LAM, engine=engine))
     torch.testing.assert_close(as_index, permuted, rtol=0, atol=0)
 
 

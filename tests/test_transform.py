@@ -221,7 +221,8 @@ def test_thresholds():
 def test_engines_through_the_transform():
     data, planted = sbm_problem()
     data64 = Data(x=data.x.double(), edge_index=data.edge_index, y=data.y, train_mask=data.train_mask)
-    outs = {engine: KCES(complexity=dict(engine=engine), store_scores=True)(data64) for engine in ("first_order", "exact", "woodbury")}
+    outs = {engine: KCES(complexity=dict(engine=engine), store_scores=True)(data64)
+            for engine in ("first_order", "exact", "woodbury")}
     assert torch.equal(outs["woodbury"].edge_index, outs["exact"].edge_index)
     torch.testing.assert_close(outs["woodbury"].kc_score, outs["exact"].kc_score, rtol=1e-8, atol=1e-10)
     for out in outs.values():

@@ -3,9 +3,10 @@
 Stages that rewrite the adjacency: ``kces`` (:func:`kces.sanitize_adj`, package defaults) and
 its variants of :data:`KCES_VARIANTS` (the ablation), ``jaccard`` (DeepRobust ``GCNJaccard``'s
 pruning, :func:`jaccard_prune`, threshold 0.01) and ``svd`` (DeepRobust ``GCNSVD``'s rank-k
-reconstruction, dense and weighted). Model defences replace the trained model and come last: ``rgcn`` (DeepRobust ``RGCN``) and ``prognn``
-(DeepRobust ``ProGNN``, which learns the structure; slow). ``none`` is no defence; e.g.
-``kces+jaccard`` runs KCES, then Jaccard on its output.
+reconstruction, dense and weighted). Model defences replace the trained model and come last:
+``rgcn`` (DeepRobust ``RGCN``) and ``prognn`` (DeepRobust ``ProGNN``, which learns the
+structure; slow). ``none`` is no defence; e.g. ``kces+jaccard`` runs KCES, then Jaccard on its
+output.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Models and optimizers of the benchmark, all trained by the one loop :func:`fit`.
 
 ``epochs`` full-batch steps, then the weights of the epoch with the best validation loss or
-accuracy (DeepRobust's rule). ``gcn`` + ``adam`` is DeepRobust's GCN recipe
-(:func:`train_gcn`: a dense 2-layer GCN trained as DeepRobust's ``GCN``, identical numbers).
-With the ``optim`` optimizers ``gcn`` is PyG's ``GCN(d, 16, 2, C, dropout=0.5)`` (the same
-network; DenseGCN's weights are not routable), ``gat`` is PyG's ``GAT(d, 64, 2, C, heads=8,
-dropout=0.6)`` (8 heads × 8 channels); Adam as above. The ``optim`` optimizers (:func:`optim.build_optimizer`) get the first layer's weight (a
-2-layer model has no hidden layer), the rest is AdamW at lr 0.01; every optimizer decays weights
-by lr·wd = 5e-4 per step; learning rates as tuned per model on clean Cora by
-``benchmarks/bench_optim_accuracy.py --tune`` (README).
+accuracy (DeepRobust's rule). ``gcn`` + ``adam`` is DeepRobust's GCN recipe (:func:`train_gcn`:
+a dense 2-layer GCN trained as DeepRobust's ``GCN``, identical numbers). With the ``optim``
+optimizers ``gcn`` is PyG's ``GCN(d, 16, 2, C, dropout=0.5)`` (the same network; DenseGCN's
+weights are not routable), ``gat`` is PyG's ``GAT(d, 64, 2, C, heads=8, dropout=0.6)`` (8 heads
+× 8 channels); Adam as above. The ``optim`` optimizers (:func:`optim.build_optimizer`) get the
+first layer's weight (a 2-layer model has no hidden layer), the rest is AdamW at lr 0.01; every
+optimizer decays weights by lr·wd = 5e-4 per step; learning rates as tuned per model on clean
+Cora by ``benchmarks/bench_optim_accuracy.py --tune`` (README).
 """
 from __future__ import annotations
 
