@@ -5,8 +5,12 @@ Variants (first-order KC, linear kernel, S = training nodes): ``kces-top10`` (th
 literal reading: prune the 10% highest-KC edges), ``kces-kc-only`` (the KC bound, no label
 check), ``kces-labels-only`` (the label check, no KC bound), ``kces`` (both: the package
 default), ``kces-k2`` (the default with two hops), ``kces-nbr`` (the label check by each
-unlabelled node's neighbourhood-voted top class). Scenarios: clean, Metattack 20%, Nettack 5
-(its target nodes), DICE 20%. Results, tables and figures go to
+unlabelled node's neighbourhood-voted top class), ``kces-top2`` (the earlier default: an
+unlabelled node's two best feature classes both count as compatible). Scenarios: clean, Metattack 20%, Nettack 5
+(its target nodes), DICE 20%, and at 20% two attack families each without and with knowledge
+of the variant (``benchmarks/adaptive.py``): training-node insertions (``trainlink``) and
+Meta-Self (``metaself``; its adaptive graphs are shared with ``adaptive.py`` through the cache
+if that ran first: copy ``results/adaptive/cache/*metaself-adaptive*`` here). Results, tables and figures go to
 ``benchmarks/results/ablation/``; an interrupted run continues where it stopped.
 
     python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
@@ -22,9 +26,11 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-k2", "kces-nbr"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-k2", "kces-nbr", "kces-top2"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.2], nettack_perturbations=[5]),
-         dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]
+         dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5]),
+         dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive"], rates=[0.2],
+              nettack_perturbations=[5])]
 
 
 def main() -> int:

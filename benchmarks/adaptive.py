@@ -2,13 +2,18 @@
 adaptive version of the same attack, which runs the cell's defence chain on its own poisoned
 graph and replaces what the defence prunes — a front-end to the ``kces bench`` runner.
 
-Two attack families at 20% of the edges: ``trainlink``, insertions from training nodes to nodes
+Three attack families at 20% of the edges: ``trainlink``, insertions from training nodes to nodes
 of another class (Metattack's habit without its gradient), whose adaptive version
-(``kces.experiments.attacks.train_links``) replaces what the defence prunes; and PyG's PRBCD
+(``kces.experiments.attacks.train_links``) replaces what the defence prunes; PyG's PRBCD
 against a surrogate trained on the clean graph, whose adaptive version
 (``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
-prunes (Cora and Citeseer, 2 seeds, the pruning defences: about a minute per cell). Model
-defences (RGCN) have no edge stage to query, so their adaptive attack is the non-adaptive one.
+prunes (Cora and Citeseer, 2 seeds, the pruning defences: about a minute per cell); and
+Meta-Self, a meta-gradient poisoning attack (``kces.experiments.metagradient``), whose adaptive
+version (``meta_self_through_defence``) takes its meta-gradients on what the defence keeps,
+re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping
+the strategy its own surrogate scores higher (every defence; one attacked graph per dataset
+and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RGCN) have no edge
+stage to query, so their adaptive attack is the non-adaptive one.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
@@ -45,6 +50,8 @@ def main() -> int:
     if with_features:
         grids.append(dict(attacks=["prbcd", "prbcd-adaptive"], defences=GRADIENT_DEFENCES, datasets=with_features,
                           seeds=min(args.seeds, 2)))
+    grids.append(dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets,
+                      seeds=args.seeds))
     return run_grids(args.out, grids, rates=[0.2], nettack_perturbations=[5], models=["gcn"], optimizers=["adam"])
 
 

@@ -50,7 +50,7 @@ def neighbourhood_scores(pairs: Tensor, scores: Tensor, labelled: Tensor) -> Ten
 
 
 def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
-                       top_k: int = 2, source: str = "features") -> Tensor:
+                       top_k: int = 1, source: str = "features") -> Tensor:
     """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
 
     A training node's label is its true label and its only compatible class; any other node's

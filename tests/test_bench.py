@@ -199,12 +199,12 @@ def test_training_node_insertions(tiny: Dataset, adaptive: bool) -> None:
         queries.append(adj.nnz)
         return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
 
-    attack = (lambda seed: train_links(graph, 0.2, seed, defend)) if adaptive else \
-        (lambda seed: train_links(graph, 0.2, seed))
+    attack = (lambda seed: train_links(graph, 0.1, seed, defend)) if adaptive else \
+        (lambda seed: train_links(graph, 0.1, seed))
     adj = attack(0)
     assert (graph.adj != before).nnz == 0
     inserted = edge_difference(adj, graph.adj)
-    assert len(inserted) == budget(graph, 0.2) > 0 and edge_difference(graph.adj, adj).size == 0
+    assert len(inserted) == budget(graph, 0.1) > 0 and edge_difference(graph.adj, adj).size == 0
     train = set(graph.idx_train.tolist())
     assert all((u in train or v in train) and graph.labels[u] != graph.labels[v] for u, v in inserted)
     assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
@@ -215,7 +215,7 @@ def test_training_node_insertions(tiny: Dataset, adaptive: bool) -> None:
 
         assert len(queries) == 3 * (ADAPTIVE_ROUNDS - 1)  # three attacks above, each queried every round but the last
         survived = lambda a: len(edge_difference(defend(a), graph.adj))  # noqa: E731
-        assert survived(adj) > survived(train_links(graph, 0.2, 0))
+        assert survived(adj) > survived(train_links(graph, 0.1, 0))
 
 
 def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) -> None:
@@ -234,6 +234,13 @@ def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) 
     assert len(calls) == 2 * count
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         f"{tiny.key}_trainlink-adaptive_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_0.1_0_kces.npz"]
+
+
+def test_seedless_attacks_share_one_graph_across_seeds(tiny: Dataset, tmp_path: Path) -> None:
+    graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
+    first, second = (graphs.get(tiny, "metaself", 0.1, seed) for seed in (0, 1))
+    assert (first.adj != second.adj).nnz == 0 and (first.adj != tiny.graph.adj).nnz > 0
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{tiny.key}_metaself_0.1.npz"]
 
 
 def test_prbcd_through_the_defence(tiny: Dataset) -> None:
@@ -258,3 +265,111 @@ def test_prbcd_through_the_defence(tiny: Dataset) -> None:
     assert 0 < len(queries) <= 2 * GRADIENT_ROUNDS
     assert (prbcd_through_defence(graph, 0.2, 0, 20, defend) != adj).nnz == 0
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
+def _meta_self_loss(graph, adj) -> float:
+    """Meta-Self's objective: the surrogate fitted on ``adj``, its cross-entropy on the
+    unlabelled nodes against the clean surrogate's labels."""
+    from kces.experiments.metagradient import SelfTraining
+
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj)
+    with torch.no_grad():
+        return float(objective.loss(torch.from_numpy(adj.toarray())))
+
+
+def test_meta_self_surrogate_is_ridge_regression() -> None:
+    """The dual closed form equals the primal ridge fit ``W = (Z_SᵀZ_S + λI)⁻¹ Z_Sᵀ Y_S`` of ``Z = Â² X``."""
+    from kces.experiments.metagradient import RIDGE, _normalized, surrogate_logits
+
+    gen = torch.Generator().manual_seed(0)
+    n, d = 30, 12
+    upper = torch.triu((torch.rand(n, n, generator=gen) < 0.2).double(), 1)
+    adj = upper + upper.T
+    x = torch.rand(n, d, generator=gen, dtype=torch.float64)
+    train = torch.tensor([0, 3, 5, 8, 13, 21])
+    targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2])).double()
+    z = _normalized(adj) @ _normalized(adj) @ x
+    zs = z[train]
+    ridge = RIDGE * (zs @ zs.T).diagonal().mean()
+    weights = torch.linalg.solve(zs.T @ zs + ridge * torch.eye(d, dtype=torch.float64), zs.T @ targets)
+    torch.testing.assert_close(surrogate_logits(adj, x @ x.T, train, targets), z @ weights)
+
+
+def test_meta_self(tiny: Dataset) -> None:
+    """Exactly the budget, deterministic, the input untouched, no node isolated, only allowed
+    pairs flipped, and Meta-Self's loss raised."""
+    from kces.experiments.metagradient import SelfTraining, meta_self
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    count = budget(graph, 0.2)
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj)
+    adj = meta_self(graph.adj, objective, count, per_step=count // 4 + 1)
+    assert (graph.adj != before).nnz == 0
+    assert (adj != graph.adj).nnz == 2 * count and (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    assert set(np.unique(adj.data)) == {1.0} and np.asarray(adj.sum(1)).min() >= 1
+    again = meta_self(graph.adj, objective, count, per_step=count // 4 + 1)
+    assert (again != adj).nnz == 0
+    assert _meta_self_loss(graph, adj) > _meta_self_loss(graph, graph.adj) + 0.01
+    unlabelled = np.ones(graph.num_nodes, dtype=bool)
+    unlabelled[graph.idx_train] = False
+    allowed = unlabelled[:, None] & unlabelled[None, :]
+    restricted = meta_self(graph.adj, objective, count, allowed, count // 4 + 1)
+    changed = sp.triu(restricted != graph.adj).tocoo()
+    assert changed.nnz == count and allowed[changed.row, changed.col].all()
+    with pytest.raises(ValueError, match="cannot flip"):
+        meta_self(graph.adj, objective, 3, np.eye(graph.num_nodes, dtype=bool))
+
+
+def test_meta_self_through_the_defence(tiny: Dataset) -> None:
+    """At most the budget, deterministic, the input untouched, Meta-Self's loss raised, the
+    defence queried."""
+    from kces.experiments.attacks import meta_self_through_defence
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    queries = []
+
+    def defend(adj):
+        queries.append(adj.nnz)
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    adj = meta_self_through_defence(graph, 0.2, 0, 0, defend)
+    assert (graph.adj != before).nnz == 0 and len(queries) >= 4
+    flips = len(edge_difference(adj, graph.adj)) + len(edge_difference(graph.adj, adj))
+    assert 0 < flips <= budget(graph, 0.2) and (adj != adj.T).nnz == 0
+    assert (meta_self_through_defence(graph, 0.2, 0, 0, defend) != adj).nnz == 0
+    assert _meta_self_loss(graph, adj) > _meta_self_loss(graph, graph.adj)
+
+
+def test_through_defence_withdraws_and_blocks_what_the_defence_pruned(tiny: Dataset) -> None:
+    """A defence that prunes every edge at node 0 against an attack that inserts there first:
+    each round's insertions are withdrawn and their budget spent again, later rounds are told to
+    leave the withdrawn pairs alone, and the last round's insertions stay."""
+    from kces.experiments.attacks import GRADIENT_ROUNDS, through_defence
+
+    graph = tiny.graph
+    n, count = graph.num_nodes, budget(graph, 0.1)
+    calls = []
+
+    def defend(adj):
+        kept = sp.lil_matrix(adj)
+        kept[0, :] = 0
+        kept[:, 0] = 0
+        return kept.tocsr()
+
+    def attack(seen, left, round_, blocked):
+        calls.append((left, blocked.copy()))
+        free = [j for j in range(1, n) if graph.adj[0, j] == 0 and blocked[0, j] == 0][:left]
+        return attacks.with_insertions(seen.adj, np.array(free, dtype=np.int64))
+
+    adj = through_defence(graph, 0.1, defend, attack)
+    batches = np.split(np.array([j for j in range(1, n) if graph.adj[0, j] == 0][:GRADIENT_ROUNDS * count]),
+                       GRADIENT_ROUNDS)
+    assert [left for left, _ in calls] == [count] * GRADIENT_ROUNDS
+    for round_, (_, blocked) in enumerate(calls):
+        withdrawn = np.concatenate([[], *batches[:round_]]).astype(int)
+        assert np.all(blocked[0, withdrawn].toarray() == 1) and np.all(blocked[withdrawn, 0].toarray().ravel() == 1)
+        assert np.all(blocked[0, batches[round_]].toarray() == 0)
+    assert edge_difference(adj, graph.adj).tolist() == [[0, int(j)] for j in batches[-1]]
+    assert edge_difference(graph.adj, adj).size == 0

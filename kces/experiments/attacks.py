@@ -2,14 +2,17 @@
 
 ``meta`` and ``nettack`` are the pre-perturbed Pro-GNN graphs (the same graph for every seed;
 Nettack's rate is perturbations per target node and it is scored on its target nodes).
-``dice``, ``random``, ``prbcd`` and ``grbcd`` run live on the clean graph with a budget of
-``round(rate · m)`` edge flips (m: undirected edges), seeded by the cell's seed, and are
-cached as ``scipy.sparse.save_npz`` files keyed by (dataset, attack, rate, seed). Rate 0 is
-the clean graph for every attack.
+``dice``, ``random``, ``prbcd``, ``grbcd``, ``trainlink`` and ``metaself`` run live on the clean
+graph with a budget of ``round(rate · m)`` edge flips (m: undirected edges), seeded by the
+cell's seed, and are cached as ``scipy.sparse.save_npz`` files keyed by (dataset, attack, rate,
+seed; without the seed for the deterministic ones of :data:`~.names.SEEDLESS`). The
+``-adaptive`` attacks are given the cell's defence chain and attack through it; they are cached
+per defence too. Rate 0 is the clean graph for every attack.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -22,8 +25,9 @@ import torch
 from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
 from .datasets import Dataset, Graph, load_graph
+from .metagradient import META_STEPS, SelfTraining, meta_self
 from .models import seed_everything, train_pyg
-from .names import ADAPTIVE, LIVE, PREPERTURBED
+from .names import ADAPTIVE, LIVE, PREPERTURBED, SEEDLESS
 
 RBCD_BLOCK_SIZE = 100_000
 """Candidate edges PRBCD/GRBCD consider at a time (sampled with replacement, then deduplicated)."""
@@ -196,19 +200,24 @@ def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:
 
 
 GRADIENT_ROUNDS = 3
-"""Rounds of the adaptive gradient attack: sanitize, train the surrogate, attack, withdraw."""
+"""Rounds of the adaptive gradient attacks: sanitize, attack what the defence keeps, withdraw."""
+
+SeenAttack = Callable[[Graph, int, int, sp.csr_matrix], sp.csr_matrix]
+"""(graph as the defence leaves it, flips to spend, round, pairs to leave alone as a 0/1 (n, n)
+matrix) → that graph's adjacency after the attack."""
 
 
-def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
-                          defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
-    """PRBCD through the whole pipeline, with the defence in the loop.
+def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
+                    attack: SeenAttack) -> sp.csr_matrix:
+    """A gradient attack run through the whole pipeline, with the defence in the loop.
 
-    Each of :data:`GRADIENT_ROUNDS` rounds runs the defence on the current poisoned graph,
-    trains the surrogate GCN on what the defence keeps (the graph the victim trains on) and
-    spends the remaining budget with PRBCD on that graph; flips the defence undoes on the next
-    poisoned graph (an inserted edge it prunes) are withdrawn and their budget spent again in
-    the next round. At most ``round(rate · m)`` flips relative to the clean graph. Against a
-    defence that re-weights instead of removing (SVD) it is plain PRBCD on the poisoned graph."""
+    Each of :data:`GRADIENT_ROUNDS` rounds runs the defence on the current poisoned graph and
+    spends the remaining budget with ``attack`` on what the defence keeps (the graph the victim
+    trains on); flips the defence undoes on the next poisoned graph (an inserted edge it prunes)
+    are withdrawn and their budget spent again in the next round, and the attack is told to
+    leave them, and the edges the defence removes, alone. At most ``round(rate · m)`` flips
+    relative to the clean graph. Against a defence that re-weights instead of removing (SVD) it
+    is the plain attack on the poisoned graph."""
     clean, count = graph.adj, budget(graph, rate)
 
     def pruning(adj: sp.csr_matrix) -> sp.csr_matrix | None:
@@ -218,13 +227,15 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
         return kept if np.all(kept.data == 1) else None
 
     poisoned = clean.copy()
+    withdrawn = sp.csr_matrix(clean.shape, dtype=np.float32)
     for round_ in range(GRADIENT_ROUNDS):
         flips = (poisoned != clean).nnz // 2
         if count > flips:
             kept = pruning(poisoned)
             seen = poisoned if kept is None else kept
-            attacked = _rbcd_perturbed(graph.with_adj(seen), count - flips, seed + round_, epochs)
-            # PRBCD's insertions into the seen graph, less edges the poisoned graph already holds
+            blocked = ((withdrawn + poisoned - seen) > 0).astype(np.float32)
+            attacked = attack(graph.with_adj(seen), count - flips, round_, blocked)
+            # the insertions into the seen graph, less edges the poisoned graph already holds
             # (ones the defence pruned: re-inserting them costs nothing and changes nothing), and deletions
             added = sp.triu(attacked - attacked.multiply(poisoned), k=1)
             removed = sp.triu(seen - seen.multiply(attacked), k=1)
@@ -236,16 +247,57 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
             pruned = sp.triu(poisoned - poisoned.multiply(kept), k=1).multiply(poisoned - clean > 0)
             poisoned = sp.csr_matrix(poisoned - pruned - pruned.T)
             poisoned.eliminate_zeros()
+            withdrawn = withdrawn + pruned + pruned.T
     return poisoned
+
+
+def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
+                          defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
+    """PRBCD (:func:`_rbcd_perturbed`, surrogate trained on what the defence keeps) through the
+    defence (:func:`through_defence`)."""
+    return through_defence(graph, rate, defend,
+                           lambda seen, left, round_, blocked: _rbcd_perturbed(seen, left, seed + round_, epochs))
+
+
+def meta_self_attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+    """Meta-Self (:func:`kces.experiments.metagradient.meta_self`), ``round(rate · m)`` flips;
+    deterministic, so the seed and epochs are unused."""
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
+    return meta_self(graph.adj, objective, budget(graph, rate))
+
+
+def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
+                              defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
+    """Meta-Self through the defence (:func:`through_defence`), the better of two strategies.
+
+    Each round's meta-gradient is taken on what the defence keeps, never proposes a pair the
+    defence pruned, and flips as many pairs per step as the non-adaptive attack. The attacker
+    runs this once over all pairs and once only among pairs of two unlabelled nodes (where a
+    defence that inspects the training nodes' edges does not look), and keeps the poisoned graph
+    whose defended version gives its own surrogate the higher Meta-Self loss (no test label is
+    used)."""
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
+    per_step = math.ceil(budget(graph, rate) / META_STEPS)
+    unlabelled = np.ones(graph.num_nodes, dtype=bool)
+    unlabelled[graph.idx_train] = False
+    poisoned = []
+    for allowed in (np.ones((graph.num_nodes,) * 2, dtype=bool), unlabelled[:, None] & unlabelled[None, :]):
+        def attack(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix,
+                   allowed: np.ndarray = allowed) -> sp.csr_matrix:
+            return meta_self(seen.adj, objective, left, allowed & (blocked.toarray() == 0), per_step)
+        poisoned.append(through_defence(graph, rate, defend, attack))
+    with torch.no_grad():
+        losses = [float(objective.loss(torch.from_numpy(sp.csr_matrix(defend(adj)).toarray()))) for adj in poisoned]
+    return poisoned[int(np.argmax(losses))]
 
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
-    "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed)}
+    "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed), "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {
     "trainlink-adaptive": lambda graph, rate, seed, epochs, defend: train_links(graph, rate, seed, defend),
-    "prbcd-adaptive": prbcd_through_defence}
+    "prbcd-adaptive": prbcd_through_defence, "metaself-adaptive": meta_self_through_defence}
 """name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence) → (n, n) attacked
 adjacency; each is the adaptive version of the live attack named without ``-adaptive``."""
 
@@ -259,12 +311,12 @@ class AttackedGraphs:
         self._preperturbed: dict[tuple[str, str, float], Graph] = {}
 
     def key(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none") -> str:
-        """File name stem of this attacked graph (the seed only for live attacks, the defence
-        only for adaptive ones)."""
+        """File name stem of this attacked graph (the seed only for live attacks that use it, the
+        defence only for adaptive ones)."""
         stem = f"{dataset.key}_{attack}_{rate:g}"
-        if attack in ADAPTIVE:
-            return f"{stem}_{seed}_{defence}"
-        return f"{stem}_{seed}" if attack in LIVE else stem
+        if attack in LIVE + ADAPTIVE and attack not in SEEDLESS:
+            stem = f"{stem}_{seed}"
+        return f"{stem}_{defence}" if attack in ADAPTIVE else stem
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
             defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> Graph:

@@ -4,11 +4,15 @@ is built for exactly these names (tested)."""
 
 DATASETS = ("cora", "citeseer", "polblogs", "cora_ml")
 PREPERTURBED = ("meta", "nettack")
-LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink")
-ADAPTIVE = ("trainlink-adaptive", "prbcd-adaptive")
+LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink", "metaself")
+ADAPTIVE = ("trainlink-adaptive", "prbcd-adaptive", "metaself-adaptive")
 """Attacks that know the defence: each attacks the cell's whole defence chain."""
+SEEDLESS = ("metaself", "metaself-adaptive")
+"""Deterministic live attacks: one attacked graph per (dataset, rate[, defence]) shared by every
+seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
-EDGE_STAGES = ("kces", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-nbr", "jaccard", "svd")
+EDGE_STAGES = ("kces", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-nbr", "kces-top2",
+               "jaccard", "svd")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")

@@ -37,7 +37,7 @@ from .datasets import Dataset, Graph, load_dataset
 from .defences import apply_edge_stages, model_defence_accuracy, parse_defence, skip_reason
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
-from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SVD_RANK
+from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
 from .report import write_report
 from .results import KEY_FIELDS, RESULTS, ResultsLog, finished, read_results
 
@@ -180,7 +180,8 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     seed_everything(cell.seed)
 
     def defend(adj: sp.csr_matrix) -> sp.csr_matrix:  # what an adaptive attacker runs: the cell's edge stages
-        return apply_edge_stages(stages, dataset.graph.with_adj(adj), cell.seed, plan.svd_rank).adj
+        seed = 0 if cell.attack in SEEDLESS else cell.seed
+        return apply_edge_stages(stages, dataset.graph.with_adj(adj), seed, plan.svd_rank).adj
 
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, cell.defence, defend)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
