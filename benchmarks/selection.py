@@ -1,12 +1,14 @@
-"""How the label check's default was chosen: on validation nodes, never on test nodes.
+"""How the label check's defaults were chosen: on validation nodes, never on test nodes.
 
 For each candidate rule (``kces.Pruning``: the label check accepting an unlabelled node's top 1
 or top 2 feature classes, with feature or neighbourhood class scores), GCN accuracy (DeepRobust's
 recipe, seeds 0..``--seeds``-1) on the validation nodes of Cora and Citeseer in four scenarios —
 clean, the published Metattack 20% and Nettack-5 graphs, and DICE 20% (seed 0) — and, for the
 record only, on the test nodes (Nettack: its target nodes). The rule with the highest mean
-validation accuracy over the eight graphs is the default. Polblogs is left out: it is featureless,
-so the label check's classes do not apply. Writes ``results/selection.json``.
+validation accuracy over the eight graphs is the default. Featureless Polblogs, where the check
+could only compare two training nodes, decides whether featureless graphs get a label check at
+all: the same scenarios plus training-node insertions at 20% (seed 0), with and without it.
+Writes ``results/selection.json``.
 
     python benchmarks/selection.py [--seeds 3]
 """
@@ -17,18 +19,63 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+from collections.abc import Callable
 
-from kces import Pruning, sanitize_adj
-from kces.experiments.attacks import dice_attack
-from kces.experiments.datasets import load_graph
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.utils import from_scipy_sparse_matrix
+
+from kces import Pruning, kc_scores, sanitize_adj
+from kces.experiments.attacks import dice_attack, train_links
+from kces.experiments.datasets import Graph, load_graph
 from kces.experiments.models import accuracy
+from kces.prune import candidate_mask, prune_mask
 
 OUT = Path(__file__).parent / "results" / "selection.json"
 RULES = {"top1 features (default)": Pruning(), "top2 features": Pruning(label_top_k=2),
          "top1 neighbourhood": Pruning(label_source="neighbourhood"),
          "top2 neighbourhood": Pruning(label_source="neighbourhood", label_top_k=2)}
+
+
+def training_pairs_checked(graph: Graph) -> sp.csr_matrix:
+    """The earlier rule on a featureless graph, rebuilt from the library's parts: the default KC
+    bound, plus every edge between two training nodes of different labels."""
+    edge_index = from_scipy_sparse_matrix(graph.adj)[0]
+    y, train = torch.from_numpy(graph.labels), torch.from_numpy(graph.idx_train)
+    scores = kc_scores(edge_index, None, y, train, num_nodes=graph.num_nodes)
+    labelled = torch.zeros(graph.num_nodes, dtype=torch.bool)
+    labelled[train] = True
+    src, dst = edge_index
+    disagree = labelled[src] & labelled[dst] & (y[src] != y[dst])
+    keep = ~prune_mask(scores, candidate_mask(edge_index, train, graph.num_nodes, Pruning()), disagree, Pruning())
+    kept = edge_index[:, keep].numpy()
+    return sp.csr_matrix((np.ones(kept.shape[1], dtype=np.float32), tuple(kept)), shape=graph.adj.shape)
+
+
+FEATURELESS_RULES: dict[str, Callable[[Graph], sp.csr_matrix]] = {
+    "training pairs checked (earlier)": training_pairs_checked,
+    "no label check (default)": lambda g: sanitize_adj(g.adj, g.features, g.labels, g.idx_train)}
+
+
+def measure(name: str, scenario: str, rule: str, graph: Graph, defended: sp.spmatrix, seeds: int) -> dict:
+    """Validation and test accuracy (%, mean over seeds) of the GCN trained on ``defended``."""
+    test = graph.target_nodes if scenario == "nettack 5" else graph.idx_test
+    val, tst = (100 * np.mean([accuracy(graph.with_adj(defended), "gcn", "adam", seed, nodes)
+                               for seed in range(seeds)]) for nodes in (graph.idx_val, test))
+    print(f"{name:9} {scenario:13} {rule:32} validation {val:5.1f}  test {tst:5.1f}", flush=True)
+    return dict(dataset=name, scenario=scenario, rule=rule, validation=val, test=tst)
+
+
+def scenarios(name: str) -> dict[str, Graph]:
+    clean = load_graph(name)
+    return {"clean": clean, "meta 20%": load_graph(name, "meta", 0.2), "nettack 5": load_graph(name, "nettack", 5.0),
+            "dice 20%": clean.with_adj(dice_attack(clean.adj, clean.labels, 0.2, seed=0))}
+
+
+def mean_validation(rows: list[dict]) -> dict[str, float]:
+    rules = dict.fromkeys(r["rule"] for r in rows)
+    return {rule: float(np.mean([r["validation"] for r in rows if r["rule"] == rule])) for rule in rules}
 
 
 def main() -> int:
@@ -37,25 +84,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
-    for name in ("cora", "citeseer"):
-        clean = load_graph(name)
-        graphs = {"clean": clean, "meta 20%": load_graph(name, "meta", 0.2),
-                  "nettack 5": load_graph(name, "nettack", 5.0),
-                  "dice 20%": clean.with_adj(dice_attack(clean.adj, clean.labels, 0.2, seed=0))}
-        for scenario, graph in graphs.items():
-            test = graph.target_nodes if scenario == "nettack 5" else graph.idx_test
-            for rule, pruning in RULES.items():
-                defended = graph.with_adj(sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train,
-                                                       pruning=pruning))
-                val, tst = (100 * np.mean([accuracy(defended, "gcn", "adam", seed, nodes)
-                                           for seed in range(args.seeds)]) for nodes in (graph.idx_val, test))
-                rows.append(dict(dataset=name, scenario=scenario, rule=rule, validation=val, test=tst))
-                print(f"{name:9} {scenario:10} {rule:24} validation {val:5.1f}  test {tst:5.1f}", flush=True)
-    means = {rule: float(np.mean([r["validation"] for r in rows if r["rule"] == rule])) for rule in RULES}
-    print("mean validation accuracy:", ", ".join(f"{rule} {mean:.2f}" for rule, mean in means.items()))
-    args.out.write_text(json.dumps(dict(seeds=args.seeds, rows=rows, mean_validation=means,
-                                        chosen=max(means, key=means.get)), indent=1) + "\n")
+    rows = [measure(name, scenario, rule, graph, sanitize_adj(graph.adj, graph.features, graph.labels,
+                                                              graph.idx_train, pruning=pruning), args.seeds)
+            for name in ("cora", "citeseer") for scenario, graph in scenarios(name).items()
+            for rule, pruning in RULES.items()]
+    blogs = scenarios("polblogs")
+    blogs["trainlink 20%"] = blogs["clean"].with_adj(train_links(blogs["clean"], 0.2, seed=0))
+    featureless = [measure("polblogs", scenario, rule, graph, defend(graph), args.seeds)
+                   for scenario, graph in blogs.items() for rule, defend in FEATURELESS_RULES.items()]
+    result = {"seeds": args.seeds}
+    for key, part in (("with_features", rows), ("featureless", featureless)):
+        means = mean_validation(part)
+        print(f"{key}: mean validation accuracy", ", ".join(f"{rule} {mean:.2f}" for rule, mean in means.items()))
+        result[key] = dict(rows=part, mean_validation=means, chosen=max(means, key=means.get))
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

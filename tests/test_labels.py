@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kces.graph import Identity
 from kces.labels import feature_class_scores, is_identity_like, label_disagreement
 
 
@@ -30,13 +31,15 @@ def test_disagreement_counts_top_k_feature_classes_as_compatible(top_k, expected
     assert label_disagreement(pairs, x, y, train, 3, top_k=top_k).tolist() == expected
 
 
-def test_featureless_graphs_only_check_training_pairs():
+def test_featureless_graphs_have_no_label_check():
     x = torch.eye(4)
     assert is_identity_like(x) and not is_identity_like(torch.ones(4, 4))
     y = torch.tensor([0, 1, 1, 0])
     pairs = torch.tensor([[0, 0, 1, 2], [1, 3, 2, 3]])
     train = torch.tensor([0, 1, 2])
-    assert label_disagreement(pairs, x, y, train, 2).tolist() == [True, False, False, False]
+    assert label_disagreement(pairs, x, y, train, 2) is None
+    assert label_disagreement(pairs, Identity(4, torch.float32, torch.device("cpu")), y, train, 2) is None
+    assert label_disagreement(pairs, x + 0.5, y, train, 2) is not None
 
 
 def test_neighbourhood_scores_against_a_loop():
