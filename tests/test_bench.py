@@ -272,9 +272,7 @@ def _meta_self_loss(graph, adj) -> float:
     unlabelled nodes against the clean surrogate's labels."""
     from kces.experiments.metagradient import SelfTraining
 
-    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj)
-    with torch.no_grad():
-        return float(objective.loss(torch.from_numpy(adj.toarray())))
+    return SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj, device="cpu").value(adj)
 
 
 def test_meta_self_surrogate_is_ridge_regression() -> None:
@@ -373,3 +371,16 @@ def test_through_defence_withdraws_and_blocks_what_the_defence_pruned(tiny: Data
         assert np.all(blocked[0, batches[round_]].toarray() == 0)
     assert edge_difference(adj, graph.adj).tolist() == [[0, int(j)] for j in batches[-1]]
     assert edge_difference(graph.adj, adj).size == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_meta_self_on_cuda(tiny: Dataset) -> None:
+    """The dense work on the GPU: the budget spent exactly and Meta-Self's loss raised as on the CPU."""
+    from kces.experiments.metagradient import SelfTraining, meta_self
+
+    graph = tiny.graph
+    count = budget(graph, 0.2)
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj, device="cuda")
+    adj = meta_self(graph.adj, objective, count, per_step=count // 4 + 1)
+    assert (adj != graph.adj).nnz == 2 * count and (adj != adj.T).nnz == 0
+    assert objective.value(adj) > objective.value(graph.adj) + 0.01

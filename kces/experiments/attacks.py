@@ -286,9 +286,7 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
                    allowed: np.ndarray = allowed) -> sp.csr_matrix:
             return meta_self(seen.adj, objective, left, allowed & (blocked.toarray() == 0), per_step)
         poisoned.append(through_defence(graph, rate, defend, attack))
-    with torch.no_grad():
-        losses = [float(objective.loss(torch.from_numpy(sp.csr_matrix(defend(adj)).toarray()))) for adj in poisoned]
-    return poisoned[int(np.argmax(losses))]
+    return poisoned[int(np.argmax([objective.value(defend(adj)) for adj in poisoned]))]
 
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {

@@ -37,7 +37,7 @@ stronger, and made against no defence, not against KCES."""
 
 def _normalized(adj: Tensor) -> Tensor:
     """``D^-1/2 (A + I) D^-1/2`` of the dense (n, n) ``adj``, differentiable."""
-    a = adj + torch.eye(adj.shape[0], dtype=adj.dtype)
+    a = adj + torch.eye(adj.shape[0], dtype=adj.dtype, device=adj.device)
     scale = a.sum(1).rsqrt()
     return scale[:, None] * a * scale[None, :]
 
@@ -54,12 +54,12 @@ def surrogate_logits(adj: Tensor, gram: Tensor, train: Tensor, targets: Tensor) 
     kernel = a_hat @ columns  # (n, s) = K[:, S]
     fitted = kernel[train]
     ridge = RIDGE * fitted.diagonal().mean()
-    coef = torch.linalg.solve(fitted + ridge * torch.eye(train.numel(), dtype=adj.dtype), targets)
+    coef = torch.linalg.solve(fitted + ridge * torch.eye(train.numel(), dtype=adj.dtype, device=adj.device), targets)
     return kernel @ coef
 
 
-def _dense(matrix: sp.spmatrix | np.ndarray) -> Tensor:
-    return torch.from_numpy(np.asarray(sp.csr_matrix(matrix, dtype=np.float32).toarray()))
+def _dense(matrix: sp.spmatrix | np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.asarray(sp.csr_matrix(matrix, dtype=np.float32).toarray())).to(device)
 
 
 class SelfTraining:
@@ -68,24 +68,33 @@ class SelfTraining:
     the surrogate fitted on ``reference`` gives them.
 
     features: (n, d); labels: (n,) int, read only at ``train`` (s,) int; reference: (n, n)
-    adjacency of the self-training labels (the clean graph, which the attacker has)."""
+    adjacency of the self-training labels (the clean graph, which the attacker has); device:
+    where the dense (n, n) work runs (default: CUDA when available, else the CPU)."""
 
-    def __init__(self, features: sp.spmatrix, labels: np.ndarray, train: np.ndarray, reference: sp.spmatrix):
-        x = _dense(features)
+    def __init__(self, features: sp.spmatrix, labels: np.ndarray, train: np.ndarray, reference: sp.spmatrix,
+                 device: str | torch.device | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        x = _dense(features, self.device)
         self.gram = x @ x.T
-        self.train = torch.as_tensor(np.asarray(train), dtype=torch.int64)
-        self.targets = F.one_hot(torch.as_tensor(labels[train], dtype=torch.int64), int(labels.max()) + 1).float()
-        self.unlabelled = torch.ones(x.shape[0], dtype=torch.bool)
+        self.train = torch.as_tensor(np.asarray(train), dtype=torch.int64, device=self.device)
+        targets = torch.as_tensor(labels[train], dtype=torch.int64, device=self.device)
+        self.targets = F.one_hot(targets, int(labels.max()) + 1).float()
+        self.unlabelled = torch.ones(x.shape[0], dtype=torch.bool, device=self.device)
         self.unlabelled[self.train] = False
         with torch.no_grad():
-            self.pseudo = self.logits(_dense(reference)).argmax(1)[self.unlabelled]
+            self.pseudo = self.logits(_dense(reference, self.device)).argmax(1)[self.unlabelled]
 
     def logits(self, adj: Tensor) -> Tensor:
         return surrogate_logits(adj, self.gram, self.train, self.targets)
 
     def loss(self, adj: Tensor) -> Tensor:
-        """The objective for the dense (n, n) ``adj`` (0/1, or weighted), differentiable."""
+        """The objective for the dense (n, n) ``adj`` (0/1, or weighted) on :attr:`device`, differentiable."""
         return F.cross_entropy(self.logits(adj)[self.unlabelled], self.pseudo)
+
+    @torch.no_grad()
+    def value(self, adj: sp.spmatrix | np.ndarray) -> float:
+        """The objective for the (n, n) ``adj`` (sparse or dense, 0/1 or weighted)."""
+        return float(self.loss(_dense(adj, self.device)))
 
 
 def meta_self(adj: sp.spmatrix, objective: SelfTraining, count: int, allowed: np.ndarray | None = None,
@@ -98,9 +107,10 @@ def meta_self(adj: sp.spmatrix, objective: SelfTraining, count: int, allowed: np
     pair order); the input is not modified; exactly ``count`` flips unless fewer flippable pairs
     exist, which raises ``InputError``."""
     n = adj.shape[0]
-    a = _dense(adj)
-    upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
-    open_pairs = upper if allowed is None else upper & torch.as_tensor(np.asarray(allowed), dtype=torch.bool)
+    a = _dense(adj, objective.device)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=objective.device), diagonal=1)
+    open_pairs = upper if allowed is None else \
+        upper & torch.as_tensor(np.asarray(allowed), dtype=torch.bool, device=objective.device)
     if int(open_pairs.sum()) < count:
         raise InputError(f"meta_self cannot flip {count} pairs: only {int(open_pairs.sum())} are allowed")
     per_step = per_step or math.ceil(count / META_STEPS)
@@ -128,4 +138,4 @@ def meta_self(adj: sp.spmatrix, objective: SelfTraining, count: int, allowed: np
         if taken == 0:
             raise InputError(f"meta_self cannot flip {count} pairs: {flipped} flipped, no allowed pair is left")
         flipped += taken
-    return sp.csr_matrix(a.numpy().astype(np.float32))
+    return sp.csr_matrix(a.cpu().numpy().astype(np.float32))
