@@ -243,11 +243,14 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
             poisoned = sp.csr_matrix(poisoned + change + change.T)
             poisoned.eliminate_zeros()
         kept = pruning(poisoned) if round_ < GRADIENT_ROUNDS - 1 else None
+        pruned = None
         if kept is not None:  # withdraw the insertions the defence prunes; their budget is spent again
             pruned = sp.triu(poisoned - poisoned.multiply(kept), k=1).multiply(poisoned - clean > 0)
             poisoned = sp.csr_matrix(poisoned - pruned - pruned.T)
             poisoned.eliminate_zeros()
             withdrawn = withdrawn + pruned + pruned.T
+        if (pruned is None or pruned.nnz == 0) and (poisoned != clean).nnz // 2 == count:
+            break  # budget spent and nothing withdrawn: the later rounds would only re-run the defence
     return poisoned
 
 
