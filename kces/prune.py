@@ -4,10 +4,9 @@ The default rule (:class:`kces.Pruning` ``()``: ``ratio=None, threshold="auto"``
 measurement on the Pro-GNN Metattack, Nettack and DICE graphs (README, ``benchmarks/ablation.py``).
 It looks only at *candidate* edges, those touching a labelled node, because only there do
 labels say anything, and prunes a candidate when
-1. its endpoints' labels disagree (true labels on labelled nodes, graph-free feature
-   labels elsewhere with their two best classes counting as compatible, see
-   :func:`kces.labels.label_disagreement`; on featureless graphs only labelled–labelled
-   edges are checked), or
+1. its endpoints' labels disagree (true labels on labelled nodes, an unlabelled node's top
+   graph-free feature class elsewhere, see :func:`kces.labels.label_disagreement`; featureless
+   graphs have no label check), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
 ``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the

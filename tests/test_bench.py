@@ -236,6 +236,42 @@ def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) 
         f"{tiny.key}_trainlink-adaptive_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_0.1_0_kces.npz"]
 
 
+def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeypatch) -> None:
+    from kces import Complexity, Pruning
+    from kces.experiments import defences
+
+    key = defences.edge_stages_key
+    assert key(()) == key(("rgcn",)) == "none"  # a model defence has nothing to attack
+    assert key(("kces", "rgcn")) == key(("kces",)) and key(("kces",)).startswith("kces-")
+    assert key(("kces", "jaccard")).startswith("kces+jaccard-") and key(("svd",), 50) != key(("svd",), 20)
+    assert len({key((stage,)) for stage in defences.KCES_VARIANTS}) == len(defences.KCES_VARIANTS)
+    before = key(("kces",))
+    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(label_top_k=2), Complexity()))
+    assert key(("kces",)) != before  # a changed default gives a new key, not the stale graph
+    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
+    assert key(("kces",)) == before
+
+
+def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:
+    """The runner caches an adaptive graph under the key of the defence's settings: rerunning
+    after a default changed attacks the new defence instead of reading the old graph."""
+    from kces import Complexity, Pruning
+    from kces.experiments import defences
+    from kces.experiments.runner import run_grids
+
+    grid = dict(datasets=[str(tmp_path / "tiny.npz")], attacks=["trainlink-adaptive"], defences=["kces", "kces+rgcn"],
+                seeds=1, rates=[0.1], nettack_perturbations=[1], models=["gcn"], optimizers=["adam"], epochs=5)
+    cache = tmp_path / "cache"
+    assert run_grids(tmp_path / "first", [grid], cache=cache) == 0
+    old_key = defences.edge_stages_key(("kces",))
+    assert [p.name for p in cache.iterdir()] == [f"{tiny.key}_trainlink-adaptive_0.1_0_{old_key}.npz"]  # kces+rgcn shares it
+    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(label_top_k=2), Complexity()))
+    new_key = defences.edge_stages_key(("kces",))
+    assert run_grids(tmp_path / "second", [grid], cache=cache) == 0
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        f"{tiny.key}_trainlink-adaptive_0.1_0_{key}.npz" for key in (old_key, new_key))
+
+
 def test_seedless_attacks_share_one_graph_across_seeds(tiny: Dataset, tmp_path: Path) -> None:
     graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
     first, second = (graphs.get(tiny, "metaself", 0.1, seed) for seed in (0, 1))

@@ -305,15 +305,17 @@ adjacency; each is the adaptive version of the live attack named without ``-adap
 
 class AttackedGraphs:
     """Attacked graphs for the cells: pre-perturbed ones read once and kept, live ones computed
-    once and cached as ``{cache}/{dataset key}_{attack}_{rate}_{seed}.npz``."""
+    once and cached as ``{cache}/{dataset key}_{attack}_{rate}_{seed}.npz`` (adaptive ones with
+    ``_{defence}``: the key of the edge stages they attacked,
+    :func:`~kces.experiments.defences.edge_stages_key`)."""
 
     def __init__(self, cache: Path, epochs: int, root: str | os.PathLike | None = None):
         self.cache, self.epochs, self.root = cache, epochs, root
         self._preperturbed: dict[tuple[str, str, float], Graph] = {}
 
     def key(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none") -> str:
-        """File name stem of this attacked graph (the seed only for live attacks that use it, the
-        defence only for adaptive ones)."""
+        """File name stem of this attacked graph (the seed only for live attacks that use it,
+        ``defence``, the key of the attacked edge stages, only for adaptive ones)."""
         stem = f"{dataset.key}_{attack}_{rate:g}"
         if attack in LIVE + ADAPTIVE and attack not in SEEDLESS:
             stem = f"{stem}_{seed}"
@@ -324,7 +326,7 @@ class AttackedGraphs:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
-        attack attacks ``defend``, the edge stages of the defence named ``defence``."""
+        attack attacks ``defend``, the edge stages whose key is ``defence``."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:

@@ -11,9 +11,10 @@ output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -45,6 +46,8 @@ unlabelled node's neighbourhood-voted top class, and the earlier default, whose 
 accepted an unlabelled node's two best feature classes."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
+JACCARD_THRESHOLD = 0.01
+"""``jaccard``'s similarity threshold (DeepRobust ``GCNJaccard``'s default)."""
 RGCN_HIDDEN = 32
 PROGNN_EPOCHS = 400
 PROGNN_ARGS = dict(debug=False, only_gcn=False, lr=0.01, weight_decay=5e-4, hidden=16, dropout=0.5, alpha=5e-4,
@@ -93,7 +96,7 @@ class Defended:
     seconds: float
 
 
-def jaccard_prune(adj: sp.spmatrix, features: sp.spmatrix, threshold: float = 0.01) -> sp.csr_matrix:
+def jaccard_prune(adj: sp.spmatrix, features: sp.spmatrix, threshold: float = JACCARD_THRESHOLD) -> sp.csr_matrix:
     """Drop edges whose endpoints' binary features have Jaccard similarity < ``threshold``
     (DeepRobust ``GCNJaccard.drop_dissimilar_edges``, binary features)."""
     adj = sp.csr_matrix(adj, dtype=np.float32)
@@ -113,6 +116,21 @@ def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
     as a dense-filled float32 CSR; ARPACK's start vector seeded."""
     u, s, vt = svds(sp.csr_matrix(adj, dtype=np.float64), k=rank, random_state=seed)
     return sp.csr_matrix((u * s) @ vt, dtype=np.float32)
+
+
+def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
+    """``"kces+jaccard"``-style name of the edge stages of ``stages`` and 8 hex digits of a hash of
+    their settings (every field of a KCES stage's :class:`kces.Pruning` and
+    :class:`kces.Complexity`, Jaccard's threshold, SVD's rank), e.g. ``"kces-3f9a0c1d"``: what an
+    adaptive attack's cached graph was made against, so that changing a default makes a new
+    graph instead of silently reusing the old one. ``"none"`` without edge stages."""
+    edge = [stage for stage in stages if stage not in MODEL_DEFENCES]
+    if not edge:
+        return "none"
+    settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
+    described = [(stage, *(sorted(asdict(group).items()) for group in KCES_VARIANTS[stage]))
+                 if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
+    return f"{'+'.join(edge)}-{hashlib.sha256(repr(described).encode()).hexdigest()[:8]}"
 
 
 def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank: int = SVD_RANK) -> Defended:

@@ -34,7 +34,7 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import apply_edge_stages, model_defence_accuracy, parse_defence, skip_reason
+from .defences import apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence, skip_reason
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
@@ -140,7 +140,8 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
 
 def scores_path(plan: Plan, dataset: Dataset, cell: Cell) -> Path:
     """``<out>/scores/<graph key>.npz`` (the seed only in live attacks' keys)."""
-    key = plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, cell.defence)
+    defence = edge_stages_key(parse_defence(cell.defence), plan.svd_rank)
+    key = plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, defence)
     return plan.out / "scores" / f"{key}.npz"
 
 
@@ -183,7 +184,7 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         seed = 0 if cell.attack in SEEDLESS else cell.seed
         return apply_edge_stages(stages, dataset.graph.with_adj(adj), seed, plan.svd_rank).adj
 
-    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, cell.defence, defend)
+    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, edge_stages_key(stages, plan.svd_rank), defend)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
