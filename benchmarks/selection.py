@@ -5,9 +5,12 @@ or top 2 feature classes, with feature or neighbourhood class scores), GCN accur
 recipe, seeds 0..``--seeds``-1) on the validation nodes of Cora and Citeseer in four scenarios —
 clean, the published Metattack 20% and Nettack-5 graphs, and DICE 20% (seed 0) — and, for the
 record only, on the test nodes (Nettack: its target nodes). The rule with the highest mean
-validation accuracy over the eight graphs is the default. Featureless Polblogs, where the check
-could only compare two training nodes, decides whether featureless graphs get a label check at
-all: the same scenarios plus training-node insertions at 20% (seed 0), with and without it.
+validation accuracy over the eight graphs is the default. Featureless Polblogs, which has no
+feature labels, decides the featureless graphs' check: the same scenarios plus training-node
+insertions at 20% (seed 0), under the two earlier rules (only edges between two training nodes
+of different labels checked; no check) and the neighbourhood-overlap check (an edge whose
+endpoints' neighbour sets overlap by at most a bound disagrees, ``kces.labels.neighbourhood_overlap``)
+at six bounds.
 Writes ``results/selection.json``.
 
     python benchmarks/selection.py [--seeds 3]
@@ -30,6 +33,7 @@ from kces import Pruning, kc_scores, sanitize_adj
 from kces.experiments.attacks import dice_attack, train_links
 from kces.experiments.datasets import Graph, load_graph
 from kces.experiments.models import accuracy
+from kces.labels import MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap
 from kces.prune import candidate_mask, prune_mask
 
 OUT = Path(__file__).parent / "results" / "selection.json"
@@ -38,24 +42,39 @@ RULES = {"top1 features (default)": Pruning(), "top2 features": Pruning(label_to
          "top2 neighbourhood": Pruning(label_source="neighbourhood", label_top_k=2)}
 
 
-def training_pairs_checked(graph: Graph) -> sp.csr_matrix:
-    """The earlier rule on a featureless graph, rebuilt from the library's parts: the default KC
-    bound, plus every edge between two training nodes of different labels."""
-    edge_index = from_scipy_sparse_matrix(graph.adj)[0]
-    y, train = torch.from_numpy(graph.labels), torch.from_numpy(graph.idx_train)
-    scores = kc_scores(edge_index, None, y, train, num_nodes=graph.num_nodes)
-    labelled = torch.zeros(graph.num_nodes, dtype=torch.bool)
+def featureless_rule(disagreement: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
+                     ) -> Callable[[Graph], sp.csr_matrix]:
+    """The default KC bound plus the edges that ``disagreement(pairs, labels, training nodes)``
+    flags (``pairs`` (2, m): each undirected edge once), built from the library's parts."""
+    def defend(graph: Graph) -> sp.csr_matrix:
+        upper = sp.triu(graph.adj, k=1).tocoo()
+        pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+        edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)  # both directions, pair i at columns i and m + i
+        y, train = torch.from_numpy(graph.labels), torch.from_numpy(graph.idx_train)
+        scores = kc_scores(edge_index, None, y, train, num_nodes=graph.num_nodes)[:pairs.shape[1]]
+        candidates = candidate_mask(pairs, train, graph.num_nodes, Pruning())
+        kept = pairs[:, ~prune_mask(scores, candidates, disagreement(pairs, y, train), Pruning())].numpy()
+        adj = sp.coo_matrix((np.ones(kept.shape[1], dtype=np.float32), tuple(kept)), shape=graph.adj.shape)
+        return (adj + adj.T).tocsr()
+    return defend
+
+
+def training_pairs(pairs: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Edges between two training nodes of different labels (the first featureless rule)."""
+    labelled = torch.zeros(len(y), dtype=torch.bool)
     labelled[train] = True
-    src, dst = edge_index
-    disagree = labelled[src] & labelled[dst] & (y[src] != y[dst])
-    keep = ~prune_mask(scores, candidate_mask(edge_index, train, graph.num_nodes, Pruning()), disagree, Pruning())
-    kept = edge_index[:, keep].numpy()
-    return sp.csr_matrix((np.ones(kept.shape[1], dtype=np.float32), tuple(kept)), shape=graph.adj.shape)
+    return labelled[pairs[0]] & labelled[pairs[1]] & (y[pairs[0]] != y[pairs[1]])
+
+
+def overlap_at_most(bound: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    return lambda pairs, y, train: neighbourhood_overlap(pairs, len(y)) <= bound
 
 
 FEATURELESS_RULES: dict[str, Callable[[Graph], sp.csr_matrix]] = {
-    "training pairs checked (earlier)": training_pairs_checked,
-    "no label check (default)": lambda g: sanitize_adj(g.adj, g.features, g.labels, g.idx_train)}
+    "training pairs checked (first)": featureless_rule(training_pairs),
+    "no label check (second)": featureless_rule(lambda pairs, y, train: None),
+    **{f"neighbourhood overlap <= {bound:g}{' (default)' if bound == MIN_NEIGHBOURHOOD_OVERLAP else ''}":
+       featureless_rule(overlap_at_most(bound)) for bound in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)}}
 
 
 def measure(name: str, scenario: str, rule: str, graph: Graph, defended: sp.spmatrix, seeds: int) -> dict:
@@ -90,6 +109,10 @@ def main() -> int:
             for rule, pruning in RULES.items()]
     blogs = scenarios("polblogs")
     blogs["trainlink 20%"] = blogs["clean"].with_adj(train_links(blogs["clean"], 0.2, seed=0))
+    default = FEATURELESS_RULES[f"neighbourhood overlap <= {MIN_NEIGHBOURHOOD_OVERLAP:g} (default)"]
+    for graph in blogs.values():  # the rebuilt default is the library's
+        library = sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train)
+        assert (sp.csr_matrix(library) != default(graph)).nnz == 0
     featureless = [measure("polblogs", scenario, rule, graph, defend(graph), args.seeds)
                    for scenario, graph in blogs.items() for rule, defend in FEATURELESS_RULES.items()]
     result = {"seeds": args.seeds}

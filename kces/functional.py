@@ -77,7 +77,6 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     candidates = candidate_mask(pairs, problem.train_nodes, edges.num_nodes, pruning)
     disagree = (label_disagreement(pairs, problem.x, problem.y, problem.train_nodes, problem.num_classes,
                                    pruning.label_top_k, pruning.label_source) if pruning.label_check else None)
-    # None also for a featureless graph: no label check there
     pruned = prune_mask(scores, candidates, disagree, pruning)
     edge_mask = ~pruned[inverse].to(edge_index.device)
     return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask, scores=scores[inverse])

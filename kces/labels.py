@@ -3,6 +3,10 @@
 Training nodes carry their true labels. Every other node gets a *graph-free* label:
 kernel ridge regression on its own (unit-norm) features against the training nodes. It
 never looks at the edges, so an attacker who only edits edges cannot move it.
+
+A featureless graph has no such label: there a node's neighbourhood stands in for its
+features (with identity features the propagated features ``ÂX = Â`` *are* the neighbourhoods),
+and an edge whose endpoints share almost no neighbours is what disagrees.
 """
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ import torch
 from torch import Tensor
 
 from .graph import Identity
+
+
+MIN_NEIGHBOURHOOD_OVERLAP = 0.3
+"""On a featureless graph an edge disagrees when the overlap of its endpoints' neighbour sets
+(:func:`neighbourhood_overlap`) is at most this (chosen on Polblogs' validation nodes,
+``benchmarks/selection.py``)."""
 
 
 def is_identity_like(x: Tensor) -> bool:
@@ -49,10 +59,35 @@ def neighbourhood_scores(pairs: Tensor, scores: Tensor, labelled: Tensor) -> Ten
     return scores + total / count.clamp(min=1)[:, None]
 
 
+def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
+    """(m,) overlap coefficient ``|N(u) ∩ N(v)| / min(|N(u) − {v}|, |N(v) − {u}|)`` of the
+    neighbour sets of the endpoints of each of the m distinct undirected edges ``pairs`` (2, m)
+    (no self-loops), N taken in the graph those edges make; 1 where an endpoint has no other
+    neighbour (nothing to compare). Unlike the Jaccard similarity it does not punish an edge
+    for joining a low-degree node to a hub. Work: the sum over edges of the smaller degree."""
+    n = num_nodes
+    if pairs.shape[1] == 0:
+        return torch.ones(0, device=pairs.device)
+    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    keys, order = torch.sort(src * n + dst)
+    neighbours = dst[order]
+    degree = torch.bincount(src, minlength=n)
+    start = torch.cumsum(degree, 0) - degree
+    small_first = degree[pairs[0]] <= degree[pairs[1]]
+    small, large = torch.where(small_first, pairs[0], pairs[1]), torch.where(small_first, pairs[1], pairs[0])
+    count = degree[small]
+    edge = torch.repeat_interleave(torch.arange(pairs.shape[1], device=pairs.device), count)
+    within = torch.arange(edge.numel(), device=pairs.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    query = large[edge] * n + neighbours[start[small][edge] + within]  # is each neighbour of `small` one of `large`?
+    found = keys[torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)] == query
+    common = torch.bincount(edge[found], minlength=pairs.shape[1])
+    others = count - 1  # the smaller endpoint's neighbours besides the other endpoint
+    return torch.where(others > 0, common / others.clamp(min=1), torch.ones_like(common, dtype=torch.float))
+
+
 def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
-                       top_k: int = 1, source: str = "features") -> Tensor | None:
-    """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class;
-    None for a featureless graph, which has no label check.
+                       top_k: int = 1, source: str = "features") -> Tensor:
+    """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
 
     A training node's label is its true label and its only compatible class; any other node's
     label is the top class of its class scores and its compatible classes are its ``top_k``
@@ -60,12 +95,12 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     those plus the mean of its unlabelled neighbours' (``"neighbourhood"``,
     :func:`neighbourhood_scores`). An edge disagrees when neither endpoint's label is compatible
     with the other endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
-    :func:`is_identity_like`) carry no feature signal: only edges between two training nodes
-    could be judged, and pruning those lowered validation accuracy on Polblogs in every
-    attacked scenario measured (``benchmarks/selection.py``), so they get no label check.
+    :func:`is_identity_like`) carry no feature signal, so no label for an unlabelled node: there
+    an edge disagrees when its endpoints' neighbourhoods overlap by at most
+    :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), the class labels unused.
     """
     if isinstance(x, Identity) or is_identity_like(x):
-        return None
+        return neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP
     n = x.shape[0]
     labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
     labelled[train_nodes] = True

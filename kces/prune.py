@@ -5,8 +5,9 @@ measurement on the Pro-GNN Metattack, Nettack and DICE graphs (README, ``benchma
 It looks only at *candidate* edges, those touching a labelled node, because only there do
 labels say anything, and prunes a candidate when
 1. its endpoints' labels disagree (true labels on labelled nodes, an unlabelled node's top
-   graph-free feature class elsewhere, see :func:`kces.labels.label_disagreement`; featureless
-   graphs have no label check), or
+   graph-free feature class elsewhere, see :func:`kces.labels.label_disagreement`; on a
+   featureless graph: its endpoints share few of their other neighbours, see
+   :func:`kces.labels.neighbourhood_overlap`), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
 ``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the

@@ -250,6 +250,8 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     assert key(("kces",)) != before  # a changed default gives a new key, not the stale graph
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     assert key(("kces",)) == before
+    monkeypatch.setattr(defences, "MIN_NEIGHBOURHOOD_OVERLAP", 0.5)
+    assert key(("kces",)) != before and key(("svd",), 50).startswith("svd-")
 
 
 def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kces.graph import Identity
-from kces.labels import feature_class_scores, is_identity_like, label_disagreement
+from kces.labels import feature_class_scores, is_identity_like, label_disagreement, neighbourhood_overlap
 
 
 def star_problem():
@@ -31,15 +31,42 @@ def test_disagreement_counts_top_k_feature_classes_as_compatible(top_k, expected
     assert label_disagreement(pairs, x, y, train, 3, top_k=top_k).tolist() == expected
 
 
-def test_featureless_graphs_have_no_label_check():
-    x = torch.eye(4)
-    assert is_identity_like(x) and not is_identity_like(torch.ones(4, 4))
-    y = torch.tensor([0, 1, 1, 0])
-    pairs = torch.tensor([[0, 0, 1, 2], [1, 3, 2, 3]])
-    train = torch.tensor([0, 1, 2])
-    assert label_disagreement(pairs, x, y, train, 2) is None
-    assert label_disagreement(pairs, Identity(4, torch.float32, torch.device("cpu")), y, train, 2) is None
-    assert label_disagreement(pairs, x + 0.5, y, train, 2) is not None
+def test_neighbourhood_overlap_against_sets():
+    """Overlap coefficient of the endpoints' neighbour sets (each without the other endpoint),
+    against Python sets on random graphs; 1 where an endpoint has no other neighbour."""
+    g = torch.Generator().manual_seed(0)
+    for n, m in ((6, 7), (20, 60), (40, 30)):
+        pairs = torch.unique(torch.randint(0, n, (2, 3 * m), generator=g).sort(0).values, dim=1)
+        pairs = pairs[:, pairs[0] != pairs[1]][:, :m]
+        neighbours = {v: set() for v in range(n)}
+        for a, b in pairs.T.tolist():
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+        expected = []
+        for a, b in pairs.T.tolist():
+            others = min(len(neighbours[a] - {b}), len(neighbours[b] - {a}))
+            expected.append(len(neighbours[a] & neighbours[b]) / others if others else 1.0)
+        assert 0.0 in expected and 1.0 in expected
+        assert neighbourhood_overlap(pairs, n).tolist() == pytest.approx(expected, rel=1e-6)
+    assert neighbourhood_overlap(torch.zeros(2, 0, dtype=torch.long), 3).shape == (0,)
+
+
+def test_featureless_graphs_check_neighbourhood_overlap():
+    """Without features an edge disagrees when its endpoints share (almost) none of their other
+    neighbours, whatever their labels: two triangles 0–1–2 and 3–4–5 joined by the edge 2–3."""
+    x = torch.eye(6)
+    assert is_identity_like(x) and not is_identity_like(torch.ones(6, 6))
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    pairs = torch.tensor([[0, 1, 2, 0, 3, 4, 3], [1, 2, 3, 2, 4, 5, 5]])
+    train = torch.tensor([0, 3])
+    assert neighbourhood_overlap(pairs, 6).tolist() == [1, 1, 0, 1, 1, 1, 1]
+    expected = [False, False, True, False, False, False, False]
+    assert label_disagreement(pairs, x, y, train, 2).tolist() == expected
+    assert label_disagreement(pairs, Identity(6, torch.float32, torch.device("cpu")), y, train, 2).tolist() == expected
+    with_features = torch.tensor([[1.0, 0.1]] * 3 + [[0.1, 1.0]] * 3)
+    assert label_disagreement(pairs, with_features, y, train, 2).tolist() == expected  # here: by the labels
+    assert not label_disagreement(pairs, with_features, torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([0, 3]),
+                                  2)[2]  # labels agree across the bridge: kept, whatever the overlap
 
 
 def test_neighbourhood_scores_against_a_loop():

@@ -24,7 +24,9 @@ from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
 from ..errors import InputError
+from ..labels import MIN_NEIGHBOURHOOD_OVERLAP
 from ..options import Complexity, Pruning
+from ..prune import AUTO_THRESHOLD_SCALE
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
@@ -121,14 +123,16 @@ def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
 def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     """``"kces+jaccard"``-style name of the edge stages of ``stages`` and 8 hex digits of a hash of
     their settings (every field of a KCES stage's :class:`kces.Pruning` and
-    :class:`kces.Complexity`, Jaccard's threshold, SVD's rank), e.g. ``"kces-3f9a0c1d"``: what an
-    adaptive attack's cached graph was made against, so that changing a default makes a new
-    graph instead of silently reusing the old one. ``"none"`` without edge stages."""
+    :class:`kces.Complexity` and the rule's constants, Jaccard's threshold, SVD's rank), e.g.
+    ``"kces-3f9a0c1d"``: what an adaptive attack's cached graph was made against, so that changing
+    a default makes a new graph instead of silently reusing the old one (a change of the code
+    itself does not: delete those caches). ``"none"`` without edge stages."""
     edge = [stage for stage in stages if stage not in MODEL_DEFENCES]
     if not edge:
         return "none"
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
-    described = [(stage, *(sorted(asdict(group).items()) for group in KCES_VARIANTS[stage]))
+    constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP}
+    described = [(stage, *(sorted(asdict(group).items()) for group in KCES_VARIANTS[stage]), sorted(constants.items()))
                  if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
     return f"{'+'.join(edge)}-{hashlib.sha256(repr(described).encode()).hexdigest()[:8]}"
 
