@@ -13,7 +13,10 @@ version (``meta_self_through_defence``) takes its meta-gradients on what the def
 re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping
 the strategy its own surrogate scores higher (every defence; one attacked graph per dataset
 and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RGCN) have no edge
-stage to query, so their adaptive attack is the non-adaptive one.
+stage to query, so their adaptive attack is the non-adaptive one. A fourth, ``trainhub``, is
+rule-aware by construction and has no adaptive version: insertions from the training nodes to
+the best-connected nodes of other classes (``kces.experiments.attacks.train_hubs``), which share
+neighbours with each other and so pass a check that trusts shared neighbours.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
@@ -45,7 +48,8 @@ def main() -> int:
     grids = [dict(attacks=["trainlink", "trainlink-adaptive"], defences=DEFENCES, datasets=datasets,
                   seeds=args.seeds),
              dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
-             dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds)]
+             dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
+             dict(attacks=["trainhub"], defences=DEFENCES, datasets=datasets, seeds=args.seeds)]
     return run_grids(args.out, grids, rates=[0.2], nettack_perturbations=[5], models=["gcn"], optimizers=["adam"])
 
 

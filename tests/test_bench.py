@@ -218,6 +218,36 @@ def test_training_node_insertions(tiny: Dataset, adaptive: bool) -> None:
         assert survived(adj) > survived(train_links(graph, 0.1, 0))
 
 
+def test_training_node_insertions_to_hubs(tiny: Dataset) -> None:
+    """Budget spent exactly, every insertion from a training node to another class, each
+    training node's targets the best-connected nodes of other classes in turn, deterministic,
+    the input untouched, and the surrogate's loss raised."""
+    from kces.experiments.attacks import train_hubs
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    adj = train_hubs(graph, 0.1, 0, 0)
+    assert (graph.adj != before).nnz == 0 and (train_hubs(graph, 0.1, 1, 0) != adj).nnz == 0
+    inserted = edge_difference(adj, graph.adj)
+    assert len(inserted) == budget(graph, 0.1) > len(graph.idx_train) and edge_difference(graph.adj, adj).size == 0
+    degree = np.asarray((graph.adj != 0).sum(1)).ravel()
+    labels, edges = graph.labels, {tuple(sorted(e)) for e in zip(*graph.adj.nonzero())}
+    queues = {u: [v for v in sorted(range(graph.num_nodes), key=lambda v: (-degree[v], v)) if labels[v] != labels[u]]
+              for u in graph.idx_train.tolist()}
+    expected = set()
+    while len(expected) < len(inserted):  # a loop reference: turns in index order, next unlinked hub
+        for u, queue in queues.items():
+            while queue and len(expected) < len(inserted):
+                pair = tuple(sorted((u, queue.pop(0))))
+                if pair not in edges:
+                    edges.add(pair)
+                    expected.add(pair)
+                    break
+    assert {tuple(sorted(e)) for e in inserted.tolist()} == expected
+    assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0
+    assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
 def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) -> None:
     graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
     calls = []

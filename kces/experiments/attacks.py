@@ -138,6 +138,37 @@ def train_links(graph: Graph, rate: float, seed: int,
     return poisoned()
 
 
+def train_hubs(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+    """Insert ``round(rate · m)`` edges from training nodes to the best-connected nodes of other
+    classes: the training nodes take turns (in index order), each linking to the highest-degree
+    node of another class it is not linked to yet (ties by index). The hubs of a community link
+    to each other, so a training node's new neighbours share neighbours with each other: a
+    rule-aware attack on a check that trusts edges whose endpoints share neighbours (KCES on
+    featureless graphs, :func:`kces.labels.neighbourhood_overlap`). Deterministic (``seed`` and
+    ``epochs`` unused); the input is not modified."""
+    adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
+    labels, train = graph.labels, graph.idx_train
+    degree = np.asarray((adj != 0).sum(1)).ravel()
+    by_degree = np.argsort(-degree, kind="stable")
+    targets = [by_degree[(labels[by_degree] != labels[u]) & (labels[by_degree] >= 0)] for u in train]
+    existing, chosen = edge_keys(adj), []
+    position = np.zeros(train.size, dtype=np.int64)
+    while len(chosen) < count:
+        placed = len(chosen)
+        for i, u in enumerate(train.tolist()):
+            while position[i] < targets[i].size and len(chosen) < count:
+                v = int(targets[i][position[i]])
+                position[i] += 1
+                key = min(u, v) * n + max(u, v)
+                if key not in existing:
+                    existing.add(key)
+                    chosen.append(key)
+                    break
+        if len(chosen) == placed:
+            raise InputError(f"cannot place {count} training-node insertions in {graph.name}")
+    return with_insertions(adj, np.asarray(chosen, dtype=np.int64))
+
+
 def dice(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
     """DICE (:func:`dice_attack`) on the graph's adjacency."""
     return dice_attack(graph.adj, graph.labels, rate, seed)
@@ -294,7 +325,8 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
-    "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed), "metaself": meta_self_attack}
+    "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed), "trainhub": train_hubs,
+    "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {
     "trainlink-adaptive": lambda graph, rate, seed, epochs, defend: train_links(graph, rate, seed, defend),
