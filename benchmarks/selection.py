@@ -27,7 +27,6 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch_geometric.utils import from_scipy_sparse_matrix
 
 from kces import Pruning, kc_scores, sanitize_adj
 from kces.experiments.attacks import dice_attack, train_links
