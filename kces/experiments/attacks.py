@@ -148,16 +148,16 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matr
     ``epochs`` unused); the input is not modified."""
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     labels, train = graph.labels, graph.idx_train
-    degree = np.asarray((adj != 0).sum(1)).ravel()
-    by_degree = np.argsort(-degree, kind="stable")
-    targets = [by_degree[(labels[by_degree] != labels[u]) & (labels[by_degree] >= 0)] for u in train]
+    by_degree = np.argsort(-np.asarray((adj != 0).sum(1)).ravel(), kind="stable")
+    hubs_against = {c: by_degree[(labels[by_degree] != c) & (labels[by_degree] >= 0)] for c in set(labels[train].tolist())}
     existing, chosen = edge_keys(adj), []
     position = np.zeros(train.size, dtype=np.int64)
     while len(chosen) < count:
         placed = len(chosen)
         for i, u in enumerate(train.tolist()):
-            while position[i] < targets[i].size and len(chosen) < count:
-                v = int(targets[i][position[i]])
+            targets = hubs_against[int(labels[u])]
+            while position[i] < targets.size and len(chosen) < count:
+                v = int(targets[position[i]])
                 position[i] += 1
                 key = min(u, v) * n + max(u, v)
                 if key not in existing:

@@ -138,10 +138,10 @@ def make_plan(*, datasets: list[str], attacks: list[str], rates: list[float], ne
     return Plan(datasets=loaded, cells=cells, out=out, graphs=graphs, epochs=epochs, svd_rank=svd_rank)
 
 
-def scores_path(plan: Plan, dataset: Dataset, cell: Cell) -> Path:
-    """``<out>/scores/<graph key>.npz`` (the seed only in live attacks' keys)."""
-    defence = edge_stages_key(parse_defence(cell.defence), plan.svd_rank)
-    key = plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, defence)
+def scores_path(plan: Plan, dataset: Dataset, cell: Cell, attacked: str) -> Path:
+    """``<out>/scores/<graph key>.npz`` (the seed only in live attacks' keys; ``attacked``, the
+    :func:`~.defences.edge_stages_key` of the cell's defence, only in adaptive ones')."""
+    key = plan.graphs.key(dataset, cell.attack, cell.rate, cell.seed, attacked)
     return plan.out / "scores" / f"{key}.npz"
 
 
@@ -184,14 +184,15 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         seed = 0 if cell.attack in SEEDLESS else cell.seed
         return apply_edge_stages(stages, dataset.graph.with_adj(adj), seed, plan.svd_rank).adj
 
-    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, edge_stages_key(stages, plan.svd_rank), defend)
+    attacked = edge_stages_key(stages, plan.svd_rank)
+    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
     if defended.pruned is not None:
         quality = pruning_quality(graph, defended.pruned)
         record.update({key: quality[key] for key in ("pruned", "precision", "recall")})
-    scores = scores_path(plan, dataset, cell)
+    scores = scores_path(plan, dataset, cell, attacked)
     if stages[:1] == ("kces",) and cell.rate > 0 and not scores.is_file():
         save_scores(scores, graph, cell)
     trained = graph.with_adj(defended.adj)
