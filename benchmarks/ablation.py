@@ -11,7 +11,7 @@ unlabelled node's two best feature classes both count as compatible). Scenarios:
 of the variant (``benchmarks/adaptive.py``): training-node insertions (``trainlink``) and
 Meta-Self (``metaself``; its adaptive graphs are shared with ``adaptive.py`` through the cache
 if that ran first: copy ``results/adaptive/cache/*metaself-adaptive*`` here), and the rule-aware
-insertions to other classes' hubs (``trainhub``). Results, tables and figures go to
+insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` under the excess check's bound). Results, tables and figures go to
 ``benchmarks/results/ablation/``; an interrupted run continues where it stopped.
 
     python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
@@ -30,8 +30,8 @@ OUT = Path(__file__).parent / "results" / "ablation"
 DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-k2", "kces-nbr", "kces-top2"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.2], nettack_perturbations=[5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5]),
-         dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive", "trainhub"], rates=[0.2],
-              nettack_perturbations=[5])]
+         dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive", "trainhub",
+                      "trainhub-capped"], rates=[0.2], nettack_perturbations=[5])]
 
 
 def main() -> int:

@@ -13,10 +13,12 @@ version (``meta_self_through_defence``) takes its meta-gradients on what the def
 re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping
 the strategy its own surrogate scores higher (every defence; one attacked graph per dataset
 and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RGCN) have no edge
-stage to query, so their adaptive attack is the non-adaptive one. A fourth, ``trainhub``, is
-rule-aware by construction and has no adaptive version: insertions from the training nodes to
+stage to query, so their adaptive attack is the non-adaptive one. A fourth family is rule-aware
+by construction and has no adaptive version: ``trainhub``, insertions from the training nodes to
 the best-connected nodes of other classes (``kces.experiments.attacks.train_hubs``), which share
-neighbours with each other and so pass a check that trusts shared neighbours.
+neighbours with each other and so pass a check that trusts shared neighbours; and
+``trainhub-capped``, the same keeping every node's training neighbours under the bound of KCES's
+excess check, the rest of the budget linking unlabelled hubs of different classes.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
@@ -49,7 +51,7 @@ def main() -> int:
                   seeds=args.seeds),
              dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
              dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
-             dict(attacks=["trainhub"], defences=DEFENCES, datasets=datasets, seeds=args.seeds)]
+             dict(attacks=["trainhub", "trainhub-capped"], defences=DEFENCES, datasets=datasets, seeds=args.seeds)]
     return run_grids(args.out, grids, rates=[0.2], nettack_perturbations=[5], models=["gcn"], optimizers=["adam"])
 
 

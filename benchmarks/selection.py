@@ -7,10 +7,12 @@ clean, the published Metattack 20% and Nettack-5 graphs, and DICE 20% (seed 0) �
 record only, on the test nodes (Nettack: its target nodes). The rule with the highest mean
 validation accuracy over the eight graphs is the default. Featureless Polblogs, which has no
 feature labels, decides the featureless graphs' check: the same scenarios plus training-node
-insertions at 20% (seed 0), under the two earlier rules (only edges between two training nodes
-of different labels checked; no check) and the neighbourhood-overlap check (an edge whose
-endpoints' neighbour sets overlap by at most a bound disagrees, ``kces.labels.neighbourhood_overlap``)
-at six bounds.
+insertions at 20% to random nodes (``trainlink``, seed 0) and to hubs (``trainhub``), under the
+three earlier rules (only edges between two training nodes of different labels checked; no
+check; the neighbourhood-overlap check alone — an edge whose endpoints' neighbour sets overlap
+by at most a bound disagrees, ``kces.labels.neighbourhood_overlap`` — at six bounds) and the
+overlap check joined by the training-neighbour excess check
+(``kces.labels.training_neighbour_excess``): at 0.3 with six z, and at 0.2 and 0.4 with the chosen z.
 Writes ``results/selection.json``.
 
     python benchmarks/selection.py [--seeds 3]
@@ -29,10 +31,10 @@ import scipy.sparse as sp
 import torch
 
 from kces import Pruning, kc_scores, sanitize_adj
-from kces.experiments.attacks import dice_attack, train_links
+from kces.experiments.attacks import dice_attack, train_hubs, train_links
 from kces.experiments.datasets import Graph, load_graph
 from kces.experiments.models import accuracy
-from kces.labels import MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap
+from kces.labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap, training_neighbour_excess
 from kces.prune import candidate_mask, prune_mask
 
 OUT = Path(__file__).parent / "results" / "selection.json"
@@ -65,15 +67,28 @@ def training_pairs(pairs: torch.Tensor, y: torch.Tensor, train: torch.Tensor) ->
     return labelled[pairs[0]] & labelled[pairs[1]] & (y[pairs[0]] != y[pairs[1]])
 
 
-def overlap_at_most(bound: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    return lambda pairs, y, train: neighbourhood_overlap(pairs, len(y)) <= bound
+def overlap_at_most(bound: float, excess_z: float | None = None
+                    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Edges whose endpoints' neighbourhoods overlap by at most ``bound``, or (with ``excess_z``)
+    that :func:`~kces.labels.training_neighbour_excess` flags at that z."""
+    def disagree(pairs: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+        flagged = neighbourhood_overlap(pairs, len(y)) <= bound
+        if excess_z is not None:
+            flagged |= training_neighbour_excess(pairs, y, train, int(y.max()) + 1, excess_z)
+        return flagged
+    return disagree
 
 
+DEFAULT_FEATURELESS = f"overlap <= {MIN_NEIGHBOURHOOD_OVERLAP:g} or excess z > {EXCESS_Z:g} (default)"
 FEATURELESS_RULES: dict[str, Callable[[Graph], sp.csr_matrix]] = {
     "training pairs checked (first)": featureless_rule(training_pairs),
     "no label check (second)": featureless_rule(lambda pairs, y, train: None),
-    **{f"neighbourhood overlap <= {bound:g}{' (default)' if bound == MIN_NEIGHBOURHOOD_OVERLAP else ''}":
-       featureless_rule(overlap_at_most(bound)) for bound in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)}}
+    **{f"neighbourhood overlap <= {bound:g}{' (third)' if bound == MIN_NEIGHBOURHOOD_OVERLAP else ''}":
+       featureless_rule(overlap_at_most(bound)) for bound in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)},
+    **{(DEFAULT_FEATURELESS if z == EXCESS_Z else f"overlap <= {MIN_NEIGHBOURHOOD_OVERLAP:g} or excess z > {z:g}"):
+       featureless_rule(overlap_at_most(MIN_NEIGHBOURHOOD_OVERLAP, z)) for z in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)},
+    **{f"overlap <= {bound:g} or excess z > {EXCESS_Z:g}": featureless_rule(overlap_at_most(bound, EXCESS_Z))
+       for bound in (0.2, 0.4)}}
 
 
 def measure(name: str, scenario: str, rule: str, graph: Graph, defended: sp.spmatrix, seeds: int) -> dict:
@@ -108,7 +123,8 @@ def main() -> int:
             for rule, pruning in RULES.items()]
     blogs = scenarios("polblogs")
     blogs["trainlink 20%"] = blogs["clean"].with_adj(train_links(blogs["clean"], 0.2, seed=0))
-    default = FEATURELESS_RULES[f"neighbourhood overlap <= {MIN_NEIGHBOURHOOD_OVERLAP:g} (default)"]
+    blogs["trainhub 20%"] = blogs["clean"].with_adj(train_hubs(blogs["clean"], 0.2, seed=0, epochs=0))
+    default = FEATURELESS_RULES[DEFAULT_FEATURELESS]
     for graph in blogs.values():  # the rebuilt default is the library's
         library = sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train)
         assert (sp.csr_matrix(library) != default(graph)).nnz == 0

@@ -7,6 +7,11 @@ never looks at the edges, so an attacker who only edits edges cannot move it.
 A featureless graph has no such label: there a node's neighbourhood stands in for its
 features (with identity features the propagated features ``ÂX = Â`` *are* the neighbourhoods),
 and an edge whose endpoints share almost no neighbours is what disagrees.
+
+There an edge also disagrees when it joins a training node to a node that has far more training
+neighbours of that class than its other neighbours predict (:func:`training_neighbour_excess`): a
+poisoning attacker reaches the training loss by linking training nodes, so that is where its
+edges pile up, even when they pass the overlap test (edges to a community's interlinked hubs).
 """
 from __future__ import annotations
 
@@ -20,6 +25,12 @@ MIN_NEIGHBOURHOOD_OVERLAP = 0.3
 """On a featureless graph an edge disagrees when the overlap of its endpoints' neighbour sets
 (:func:`neighbourhood_overlap`) is at most this (chosen on Polblogs' validation nodes,
 ``benchmarks/selection.py``)."""
+
+
+EXCESS_Z = 2.5
+"""A node's training neighbours are in excess when they exceed the count its other neighbours
+predict by more than this many standard deviations (:func:`training_neighbour_excess`; chosen on
+Polblogs' validation nodes, ``benchmarks/selection.py``)."""
 
 
 def is_identity_like(x: Tensor) -> bool:
@@ -85,6 +96,43 @@ def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
     return torch.where(others > 0, common / others.clamp(min=1), torch.ones_like(common, dtype=torch.float))
 
 
+def training_neighbour_excess(pairs: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int,
+                              z: float = EXCESS_Z) -> Tensor:
+    """(m,) bool: the edges of ``pairs`` (2, m) (distinct undirected edges) from a training node of
+    class c to a node with an excess of class-c training neighbours.
+
+    The training nodes ``train_nodes`` (labels ``y``) are a random sample of the n nodes, so a node
+    with u neighbours outside it should have about ``e = u·|S| / (n − |S|)`` neighbours inside it
+    (standard deviation taken as ``s = √(e + 1)``). Edges inserted at training nodes — the way a
+    poisoning attacker reaches the training loss — raise that count at their other end: where the
+    excess ``X`` = (training neighbours) − e exceeds ``z·s`` and exactly one class c has at least
+    ``X − s`` training neighbours there (only it can account for the excess), the edges from the
+    class-c training nodes are flagged, unless the node is itself a training node of class c.
+    Where several classes could account for it, nothing is flagged. Work O(n·C + m)."""
+    n = y.shape[0]
+    device = pairs.device
+    labelled = torch.zeros(n, dtype=torch.bool, device=device)
+    labelled[train_nodes] = True
+    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    from_train = labelled[src]
+    outside = torch.bincount(dst[~from_train], minlength=n).double()
+    counts = torch.zeros(n * num_classes, dtype=torch.float64, device=device)
+    counts.index_add_(0, dst[from_train] * num_classes + y[src[from_train]],
+                      torch.ones(int(from_train.sum()), dtype=torch.float64, device=device))
+    counts = counts.view(n, num_classes)
+    size = train_nodes.numel()
+    expected = outside * size / max(n - size, 1)
+    spread = torch.sqrt(expected + 1)
+    excess = counts.sum(1) - expected
+    accounts = counts >= (excess - spread)[:, None]
+    attacker = accounts.to(torch.uint8).argmax(1)
+    suspect = (excess > z * spread) & (accounts.sum(1) == 1)
+    suspect[train_nodes] &= attacker[train_nodes] != y[train_nodes]
+    u, v = pairs
+    return ((labelled[u] & suspect[v] & (y[u] == attacker[v]))
+            | (labelled[v] & suspect[u] & (y[v] == attacker[u])))
+
+
 def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
                        top_k: int = 1, source: str = "features") -> Tensor:
     """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
@@ -97,10 +145,13 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     with the other endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
     :func:`is_identity_like`) carry no feature signal, so no label for an unlabelled node: there
     an edge disagrees when its endpoints' neighbourhoods overlap by at most
-    :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), the class labels unused.
+    :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), or when it joins a training
+    node to a node with an excess of training neighbours of that node's class
+    (:func:`training_neighbour_excess`).
     """
     if isinstance(x, Identity) or is_identity_like(x):
-        return neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP
+        return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
+                | training_neighbour_excess(pairs, y, train_nodes, num_classes))
     n = x.shape[0]
     labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
     labelled[train_nodes] = True

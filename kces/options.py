@@ -110,7 +110,8 @@ class Pruning(_Options):
             check alone.
         label_check (bool, default True): with ``"auto"``, ``None`` or ``ratio``: the label
             check (endpoint labels that disagree; on a featureless graph, endpoints whose
-            neighbourhoods barely overlap, :func:`kces.labels.label_disagreement`) flags candidates.
+            neighbourhoods barely overlap or a pile-up of training neighbours,
+            :func:`kces.labels.label_disagreement`) flags candidates.
         label_top_k (int, default 1): classes of an unlabelled node that count as compatible in
             the label check (its top ``label_top_k`` classes; 1 was chosen over 2 on validation
             nodes, README).

@@ -7,7 +7,8 @@ labels say anything, and prunes a candidate when
 1. its endpoints' labels disagree (true labels on labelled nodes, an unlabelled node's top
    graph-free feature class elsewhere, see :func:`kces.labels.label_disagreement`; on a
    featureless graph: its endpoints share few of their other neighbours, see
-   :func:`kces.labels.neighbourhood_overlap`), or
+   :func:`kces.labels.neighbourhood_overlap`, or it links a training node to a node with an
+   excess of training neighbours of that class, see :func:`kces.labels.training_neighbour_excess`), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
 ``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the

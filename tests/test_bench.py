@@ -248,6 +248,33 @@ def test_training_node_insertions_to_hubs(tiny: Dataset) -> None:
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
 
 
+@pytest.mark.parametrize("rate", [0.05, 1.0])
+def test_capped_hub_insertions_stay_under_the_excess_check(tiny: Dataset, rate: float) -> None:
+    """Budget spent exactly and deterministically, the input untouched; no insertion is flagged by
+    KCES's training-neighbour excess check; those at training nodes go to another class, and once
+    the bound is reached everywhere (rate 1) the rest links unlabelled nodes of different classes."""
+    from kces.experiments.attacks import train_hubs
+    from kces.labels import training_neighbour_excess
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    adj = train_hubs(graph, rate, 0, 0, capped=True)
+    assert (graph.adj != before).nnz == 0 and (train_hubs(graph, rate, 1, 0, capped=True) != adj).nnz == 0
+    inserted = edge_difference(adj, graph.adj)
+    assert len(inserted) == budget(graph, rate) and edge_difference(graph.adj, adj).size == 0
+    labels, labelled = graph.labels, np.isin(np.arange(graph.num_nodes), graph.idx_train)
+    assert (labels[inserted[:, 0]] != labels[inserted[:, 1]]).all()
+    at_training = labelled[inserted].any(1)
+    assert at_training.any() and (at_training.all() == (rate == 0.05))
+    upper = sp.triu(adj, k=1).tocoo()
+    pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+    flagged = training_neighbour_excess(pairs, torch.from_numpy(labels), torch.from_numpy(graph.idx_train),
+                                        int(labels.max()) + 1).numpy()
+    new = {tuple(sorted(e)) for e in inserted.tolist()}
+    assert not any(flag and (a, b) in new for flag, a, b in zip(flagged, upper.row, upper.col))
+    assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
 def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) -> None:
     graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
     calls = []
@@ -281,7 +308,9 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     assert key(("kces",)) == before
     monkeypatch.setattr(defences, "MIN_NEIGHBOURHOOD_OVERLAP", 0.5)
-    assert key(("kces",)) != before and key(("svd",), 50).startswith("svd-")
+    overlap_changed = key(("kces",))
+    monkeypatch.setattr(defences, "EXCESS_Z", 3.0)
+    assert len({before, overlap_changed, key(("kces",))}) == 3 and key(("svd",), 50).startswith("svd-")
 
 
 def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:

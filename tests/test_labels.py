@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kces.graph import Identity
-from kces.labels import feature_class_scores, is_identity_like, label_disagreement, neighbourhood_overlap
+from kces.labels import (feature_class_scores, is_identity_like, label_disagreement, neighbourhood_overlap,
+                         training_neighbour_excess)
 
 
 def star_problem():
@@ -95,3 +96,71 @@ def test_neighbourhood_label_source_changes_the_check():
     by_features = label_disagreement(pairs, x, y, train, 2, top_k=1)
     by_neighbourhood = label_disagreement(pairs, x, y, train, 2, top_k=1, source="neighbourhood")
     assert not by_features[2] and by_neighbourhood[2]  # the edge 0 – 4 (training node of class 1)
+
+
+def excess_reference(pairs, y, train, num_classes, z):
+    """training_neighbour_excess with Python loops and sets."""
+    n, train = len(y), set(train.tolist())
+    neighbours = {v: set() for v in range(n)}
+    for a, b in pairs.T.tolist():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    attacker = {}
+    for v in range(n):
+        counts = [sum(1 for w in neighbours[v] if w in train and y[w] == c) for c in range(num_classes)]
+        expected = sum(1 for w in neighbours[v] if w not in train) * len(train) / (n - len(train))
+        spread = (expected + 1) ** 0.5
+        excess = sum(counts) - expected
+        accounts = [c for c in range(num_classes) if counts[c] >= excess - spread]
+        if excess > z * spread and len(accounts) == 1 and not (v in train and y[v] == accounts[0]):
+            attacker[v] = accounts[0]
+    return [any(a in train and attacker.get(b) == y[a] for a, b in ((u, v), (v, u))) for u, v in pairs.T.tolist()]
+
+
+@pytest.mark.parametrize("z", [0.5, 2.0])
+def test_training_neighbour_excess_against_a_loop(z):
+    g = torch.Generator().manual_seed(1)
+    for n, m, c in ((30, 40, 2), (60, 120, 3), (90, 150, 4)):
+        y = torch.randint(0, c, (n,), generator=g)
+        train = torch.randperm(n, generator=g)[: n // 3]
+        # random edges, then every training node of a random class linked to each of 3 random nodes
+        sources = [train[y[train] == torch.randint(0, c, (), generator=g)] for _ in range(3)]
+        planted = [torch.stack([s, torch.full_like(s, int(v))]) for s, v in zip(sources, torch.randint(0, n, (3,), generator=g))]
+        pairs = torch.cat([torch.randint(0, n, (2, 3 * m), generator=g), *planted], dim=1).sort(0).values
+        pairs = torch.unique(pairs[:, pairs[0] != pairs[1]], dim=1)
+        got = training_neighbour_excess(pairs, y, train, c, z)
+        expected = excess_reference(pairs, y, train, c, z)
+        assert got.tolist() == expected
+        assert any(expected) and not all(expected)
+
+
+def test_training_neighbour_excess_flags_the_class_that_piles_up():
+    """Node 0 (unlabelled) has 8 unlabelled neighbours and 2 training neighbours of class 0 (its
+    own, as expected: 10 training nodes of 40); then 8 training nodes of class 1 link to it: only
+    their edges are flagged. Had 2 of class 1 linked (no excess), nothing would be."""
+    y = torch.tensor([0] * 20 + [1] * 20)
+    train = torch.tensor([1, 2] + list(range(30, 38)))  # 1, 2: class 0; 30..37: class 1
+    base = [(0, v) for v in range(3, 11)] + [(0, 1), (0, 2)]
+    attack = [(0, v) for v in range(30, 38)]
+    pairs = torch.tensor(base + attack).T
+    flagged = training_neighbour_excess(pairs, y, train, 2)
+    assert flagged.tolist() == [False] * len(base) + [True] * len(attack)
+    few = torch.tensor(base + attack[:2]).T
+    assert not training_neighbour_excess(few, y, train, 2).any()
+    assert training_neighbour_excess(torch.zeros(2, 0, dtype=torch.long), y, train, 2).shape == (0,)
+
+
+def test_featureless_disagreement_joins_overlap_and_excess():
+    """On a featureless graph an edge disagrees when either check flags it; the planted pile-up
+    (every class-1 training node linked to node 0) is caught by the excess check."""
+    g = torch.Generator().manual_seed(3)
+    n = 60
+    y = torch.randint(0, 2, (n,), generator=g)
+    train = torch.randperm(n, generator=g)[:15]
+    sources = train[(y[train] == 1) & (train != 0)]
+    pairs = torch.cat([torch.randint(0, n, (2, 120), generator=g), torch.stack([sources, torch.zeros_like(sources)])], 1)
+    pairs = torch.unique(pairs.sort(0).values[:, pairs[0] != pairs[1]], dim=1)
+    excess = training_neighbour_excess(pairs, y, train, 2)
+    overlap = neighbourhood_overlap(pairs, n) <= 0.3
+    got = label_disagreement(pairs, torch.eye(n), y, train, 2)
+    assert got.tolist() == (overlap | excess).tolist() and (excess & ~overlap).any()

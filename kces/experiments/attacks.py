@@ -2,12 +2,12 @@
 
 ``meta`` and ``nettack`` are the pre-perturbed Pro-GNN graphs (the same graph for every seed;
 Nettack's rate is perturbations per target node and it is scored on its target nodes).
-``dice``, ``random``, ``prbcd``, ``grbcd``, ``trainlink`` and ``metaself`` run live on the clean
-graph with a budget of ``round(rate · m)`` edge flips (m: undirected edges), seeded by the
-cell's seed, and are cached as ``scipy.sparse.save_npz`` files keyed by (dataset, attack, rate,
-seed; without the seed for the deterministic ones of :data:`~.names.SEEDLESS`). The
-``-adaptive`` attacks are given the cell's defence chain and attack through it; they are cached
-per defence too. Rate 0 is the clean graph for every attack.
+``dice``, ``random``, ``prbcd``, ``grbcd``, ``trainlink``, ``trainhub``, ``trainhub-capped`` and
+``metaself`` run live on the clean graph with a budget of ``round(rate · m)`` edge flips (m:
+undirected edges), seeded by the cell's seed, and are cached as ``scipy.sparse.save_npz`` files
+keyed by (dataset, attack, rate, seed; without the seed for the deterministic ones of
+:data:`~.names.SEEDLESS`). The ``-adaptive`` attacks are given the cell's defence chain and
+attack through it; they are cached per defence too. Rate 0 is the clean graph for every attack.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
+from ..labels import EXCESS_Z
 from .datasets import Dataset, Graph, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
 from .models import seed_everything, train_pyg
@@ -138,18 +139,34 @@ def train_links(graph: Graph, rate: float, seed: int,
     return poisoned()
 
 
-def train_hubs(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
+def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, capped: bool = False) -> sp.csr_matrix:
     """Insert ``round(rate · m)`` edges from training nodes to the best-connected nodes of other
     classes: the training nodes take turns (in index order), each linking to the highest-degree
     node of another class it is not linked to yet (ties by index). The hubs of a community link
     to each other, so a training node's new neighbours share neighbours with each other: a
     rule-aware attack on a check that trusts edges whose endpoints share neighbours (KCES on
-    featureless graphs, :func:`kces.labels.neighbourhood_overlap`). Deterministic (``seed`` and
-    ``epochs`` unused); the input is not modified."""
+    featureless graphs, :func:`kces.labels.neighbourhood_overlap`).
+
+    ``capped``: also aware of KCES's training-neighbour excess check
+    (:func:`kces.labels.training_neighbour_excess`): a node takes an insertion only while its
+    training neighbours stay within the bound the check allows (excess at most
+    :data:`~kces.labels.EXCESS_Z` standard deviations), so the attack spreads from the hubs down
+    the degree order; what the bound leaves of the budget links unlabelled nodes of different
+    classes, hubs first (edges KCES does not inspect). Deterministic (``seed`` and ``epochs``
+    unused); the input is not modified."""
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     labels, train = graph.labels, graph.idx_train
-    by_degree = np.argsort(-np.asarray((adj != 0).sum(1)).ravel(), kind="stable")
+    linked = sp.csr_matrix(adj != 0)
+    degree = np.asarray(linked.sum(1)).ravel()
+    by_degree = np.argsort(-degree, kind="stable")
     hubs_against = {c: by_degree[(labels[by_degree] != c) & (labels[by_degree] >= 0)] for c in set(labels[train].tolist())}
+    labelled = np.zeros(n, dtype=bool)
+    labelled[train] = True
+    room = np.full(n, np.inf)  # insertions a node can take
+    if capped:
+        inside = np.asarray(linked[:, labelled].sum(1)).ravel()
+        expected = (degree - inside) * train.size / max(n - train.size, 1)
+        room = np.floor(EXCESS_Z * np.sqrt(expected + 1) + expected - inside)
     existing, chosen = edge_keys(adj), []
     position = np.zeros(train.size, dtype=np.int64)
     while len(chosen) < count:
@@ -160,12 +177,25 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matr
                 v = int(targets[position[i]])
                 position[i] += 1
                 key = min(u, v) * n + max(u, v)
-                if key not in existing:
+                if key not in existing and room[v] >= 1 and (room[u] >= 1 or not labelled[v]):
                     existing.add(key)
                     chosen.append(key)
+                    room[v] -= 1
+                    room[u] -= labelled[v]
                     break
         if len(chosen) == placed:
+            if capped:
+                break
             raise InputError(f"cannot place {count} training-node insertions in {graph.name}")
+    unlabelled = [v for v in by_degree.tolist() if not labelled[v] and labels[v] >= 0]
+    across = ((v, w) for i, v in enumerate(unlabelled) for w in unlabelled[i + 1:] if labels[v] != labels[w])
+    for v, w in across:  # the bound reached everywhere: link unlabelled hubs of different classes
+        if len(chosen) == count:
+            break
+        key = min(v, w) * n + max(v, w)
+        if key not in existing:
+            existing.add(key)
+            chosen.append(key)
     return with_insertions(adj, np.asarray(chosen, dtype=np.int64))
 
 
@@ -326,6 +356,7 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
     "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed), "trainhub": train_hubs,
+    "trainhub-capped": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, capped=True),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {

@@ -24,7 +24,7 @@ from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
 from ..errors import InputError
-from ..labels import MIN_NEIGHBOURHOOD_OVERLAP
+from ..labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP
 from ..options import Complexity, Pruning
 from ..prune import AUTO_THRESHOLD_SCALE
 from .datasets import Dataset, Graph
@@ -131,7 +131,8 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     if not edge:
         return "none"
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
-    constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP}
+    constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
+                 "excess_z": EXCESS_Z}
     described = [(stage, *(sorted(asdict(group).items()) for group in KCES_VARIANTS[stage]), sorted(constants.items()))
                  if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
     return f"{'+'.join(edge)}-{hashlib.sha256(repr(described).encode()).hexdigest()[:8]}"
