@@ -11,8 +11,9 @@ unlabelled node's two best feature classes both count as compatible). Scenarios:
 of the variant (``benchmarks/adaptive.py``): training-node insertions (``trainlink``) and
 Meta-Self (``metaself``; its adaptive graphs are shared with ``adaptive.py`` through the cache
 if that ran first: copy ``results/adaptive/cache/*metaself-adaptive*`` here), and the rule-aware
-insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` under the excess check's bound). Results, tables and figures go to
-``benchmarks/results/ablation/``; an interrupted run continues where it stopped.
+insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` under the excess check's
+bound). Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
+continues where it stopped.
 
     python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
 """

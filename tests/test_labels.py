@@ -125,7 +125,8 @@ def test_training_neighbour_excess_against_a_loop(z):
         train = torch.randperm(n, generator=g)[: n // 3]
         # random edges, then every training node of a random class linked to each of 3 random nodes
         sources = [train[y[train] == torch.randint(0, c, (), generator=g)] for _ in range(3)]
-        planted = [torch.stack([s, torch.full_like(s, int(v))]) for s, v in zip(sources, torch.randint(0, n, (3,), generator=g))]
+        targets = torch.randint(0, n, (3,), generator=g)
+        planted = [torch.stack([s, torch.full_like(s, int(v))]) for s, v in zip(sources, targets)]
         pairs = torch.cat([torch.randint(0, n, (2, 3 * m), generator=g), *planted], dim=1).sort(0).values
         pairs = torch.unique(pairs[:, pairs[0] != pairs[1]], dim=1)
         got = training_neighbour_excess(pairs, y, train, c, z)
@@ -158,7 +159,8 @@ def test_featureless_disagreement_joins_overlap_and_excess():
     y = torch.randint(0, 2, (n,), generator=g)
     train = torch.randperm(n, generator=g)[:15]
     sources = train[(y[train] == 1) & (train != 0)]
-    pairs = torch.cat([torch.randint(0, n, (2, 120), generator=g), torch.stack([sources, torch.zeros_like(sources)])], 1)
+    planted = torch.stack([sources, torch.zeros_like(sources)])
+    pairs = torch.cat([torch.randint(0, n, (2, 120), generator=g), planted], 1)
     pairs = torch.unique(pairs.sort(0).values[:, pairs[0] != pairs[1]], dim=1)
     excess = training_neighbour_excess(pairs, y, train, 2)
     overlap = neighbourhood_overlap(pairs, n) <= 0.3
