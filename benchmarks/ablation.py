@@ -11,8 +11,8 @@ unlabelled node's two best feature classes both count as compatible). Scenarios:
 of the variant (``benchmarks/adaptive.py``): training-node insertions (``trainlink``) and
 Meta-Self (``metaself``; its adaptive graphs are shared with ``adaptive.py`` through the cache
 if that ran first: copy ``results/adaptive/cache/*metaself-adaptive*`` here), and the rule-aware
-insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` under the excess check's
-bound). Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
+insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` and ``trainhub-padded``
+under the excess check's bound). Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
 continues where it stopped.
 
     python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
@@ -32,7 +32,7 @@ DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "k
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.2], nettack_perturbations=[5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5]),
          dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive", "trainhub",
-                      "trainhub-capped"], rates=[0.2], nettack_perturbations=[5])]
+                      "trainhub-capped", "trainhub-padded"], rates=[0.2], nettack_perturbations=[5])]
 
 
 def main() -> int:

@@ -16,9 +16,10 @@ and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RG
 stage to query, so their adaptive attack is the non-adaptive one. A fourth family is rule-aware
 by construction and has no adaptive version: ``trainhub``, insertions from the training nodes to
 the best-connected nodes of other classes (``kces.experiments.attacks.train_hubs``), which share
-neighbours with each other and so pass a check that trusts shared neighbours; and
-``trainhub-capped``, the same keeping every node's training neighbours under the bound of KCES's
-excess check, the rest of the budget linking unlabelled hubs of different classes.
+neighbours with each other and so pass a check that trusts shared neighbours; and two versions
+that keep every node's training neighbours under the bound of KCES's excess check:
+``trainhub-capped`` skips a node at the bound, ``trainhub-padded`` first links it to unlabelled
+nodes of the attacking class to make room.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
@@ -51,7 +52,8 @@ def main() -> int:
                   seeds=args.seeds),
              dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
              dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
-             dict(attacks=["trainhub", "trainhub-capped"], defences=DEFENCES, datasets=datasets, seeds=args.seeds)]
+             dict(attacks=["trainhub", "trainhub-capped", "trainhub-padded"], defences=DEFENCES, datasets=datasets,
+                  seeds=args.seeds)]
     return run_grids(args.out, grids, rates=[0.2], nettack_perturbations=[5], models=["gcn"], optimizers=["adam"])
 
 

@@ -248,24 +248,26 @@ def test_training_node_insertions_to_hubs(tiny: Dataset) -> None:
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
 
 
+@pytest.mark.parametrize("evade", ["cap", "pad"])
 @pytest.mark.parametrize("rate", [0.05, 1.0])
-def test_capped_hub_insertions_stay_under_the_excess_check(tiny: Dataset, rate: float) -> None:
-    """Budget spent exactly and deterministically, the input untouched; no insertion is flagged by
-    KCES's training-neighbour excess check; those at training nodes go to another class, and once
-    the bound is reached everywhere (rate 1) the rest links unlabelled nodes of different classes."""
+def test_hub_insertions_evading_the_excess_check(tiny: Dataset, rate: float, evade: str) -> None:
+    """Budget spent exactly and deterministically, the input untouched, every insertion between
+    two classes; KCES's training-neighbour excess check flags none of them. ``cap`` only inserts
+    at training nodes until the bound is reached everywhere (rate 1), then links unlabelled nodes;
+    ``pad`` also links unlabelled nodes (to make room at a hub) from the start."""
     from kces.experiments.attacks import train_hubs
     from kces.labels import training_neighbour_excess
 
     graph = tiny.graph
     before = graph.adj.copy()
-    adj = train_hubs(graph, rate, 0, 0, capped=True)
-    assert (graph.adj != before).nnz == 0 and (train_hubs(graph, rate, 1, 0, capped=True) != adj).nnz == 0
+    adj = train_hubs(graph, rate, 0, 0, evade=evade)
+    assert (graph.adj != before).nnz == 0 and (train_hubs(graph, rate, 1, 0, evade=evade) != adj).nnz == 0
     inserted = edge_difference(adj, graph.adj)
     assert len(inserted) == budget(graph, rate) and edge_difference(graph.adj, adj).size == 0
     labels, labelled = graph.labels, np.isin(np.arange(graph.num_nodes), graph.idx_train)
     assert (labels[inserted[:, 0]] != labels[inserted[:, 1]]).all()
     at_training = labelled[inserted].any(1)
-    assert at_training.any() and (at_training.all() == (rate == 0.05))
+    assert at_training.any() and at_training.all() == (evade == "cap" and rate == 0.05)
     upper = sp.triu(adj, k=1).tocoo()
     pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
     flagged = training_neighbour_excess(pairs, torch.from_numpy(labels), torch.from_numpy(graph.idx_train),
@@ -273,6 +275,8 @@ def test_capped_hub_insertions_stay_under_the_excess_check(tiny: Dataset, rate: 
     new = {tuple(sorted(e)) for e in inserted.tolist()}
     assert not any(flag and (a, b) in new for flag, a, b in zip(flagged, upper.row, upper.col))
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+    with pytest.raises(ValueError, match="evade"):
+        train_hubs(graph, rate, 0, 0, evade="hide")
 
 
 def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) -> None:

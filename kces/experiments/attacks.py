@@ -2,8 +2,8 @@
 
 ``meta`` and ``nettack`` are the pre-perturbed Pro-GNN graphs (the same graph for every seed;
 Nettack's rate is perturbations per target node and it is scored on its target nodes).
-``dice``, ``random``, ``prbcd``, ``grbcd``, ``trainlink``, ``trainhub``, ``trainhub-capped`` and
-``metaself`` run live on the clean graph with a budget of ``round(rate · m)`` edge flips (m:
+``dice``, ``random``, ``prbcd``, ``grbcd``, ``trainlink``, ``trainhub`` (``-capped``,
+``-padded``) and ``metaself`` run live on the clean graph with a budget of ``round(rate · m)`` edge flips (m:
 undirected edges), seeded by the cell's seed, and are cached as ``scipy.sparse.save_npz`` files
 keyed by (dataset, attack, rate, seed; without the seed for the deterministic ones of
 :data:`~.names.SEEDLESS`). The ``-adaptive`` attacks are given the cell's defence chain and
@@ -139,7 +139,10 @@ def train_links(graph: Graph, rate: float, seed: int,
     return poisoned()
 
 
-def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, capped: bool = False) -> sp.csr_matrix:
+EVASIONS = ("cap", "pad")
+
+
+def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, evade: str | None = None) -> sp.csr_matrix:
     """Insert ``round(rate · m)`` edges from training nodes to the best-connected nodes of other
     classes: the training nodes take turns (in index order), each linking to the highest-degree
     node of another class it is not linked to yet (ties by index). The hubs of a community link
@@ -147,44 +150,71 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, capped: bool =
     rule-aware attack on a check that trusts edges whose endpoints share neighbours (KCES on
     featureless graphs, :func:`kces.labels.neighbourhood_overlap`).
 
-    ``capped``: also aware of KCES's training-neighbour excess check
+    ``evade`` makes it aware of KCES's training-neighbour excess check too
     (:func:`kces.labels.training_neighbour_excess`): a node takes an insertion only while its
     training neighbours stay within the bound the check allows (excess at most
-    :data:`~kces.labels.EXCESS_Z` standard deviations), so the attack spreads from the hubs down
-    the degree order; what the bound leaves of the budget links unlabelled nodes of different
-    classes, hubs first (edges KCES does not inspect). Deterministic (``seed`` and ``epochs``
-    unused); the input is not modified."""
+    :data:`~kces.labels.EXCESS_Z` standard deviations). ``"cap"``: a node at the bound is
+    skipped, so the attack spreads from the hubs down the degree order. ``"pad"``: an unlabelled
+    node at the bound is first linked to unlabelled nodes of the attacking class (highest degree
+    first), which raises the count its other neighbours predict, until the insertion fits. What
+    the bound leaves of the budget links unlabelled nodes of different classes, hubs first
+    (edges KCES does not inspect). Deterministic (``seed`` and ``epochs`` unused); the input is
+    not modified."""
+    if evade not in (None, *EVASIONS):
+        raise InputError(f"evade must be None or one of {EVASIONS}, got {evade!r}")
     adj, n, count = graph.adj, graph.num_nodes, budget(graph, rate)
     labels, train = graph.labels, graph.idx_train
     linked = sp.csr_matrix(adj != 0)
     degree = np.asarray(linked.sum(1)).ravel()
     by_degree = np.argsort(-degree, kind="stable")
-    hubs_against = {c: by_degree[(labels[by_degree] != c) & (labels[by_degree] >= 0)] for c in set(labels[train].tolist())}
+    classes = set(labels[train].tolist())
+    hubs_against = {c: by_degree[(labels[by_degree] != c) & (labels[by_degree] >= 0)] for c in classes}
     labelled = np.zeros(n, dtype=bool)
     labelled[train] = True
-    room = np.full(n, np.inf)  # insertions a node can take
-    if capped:
-        inside = np.asarray(linked[:, labelled].sum(1)).ravel()
-        expected = (degree - inside) * train.size / max(n - train.size, 1)
-        room = np.floor(EXCESS_Z * np.sqrt(expected + 1) + expected - inside)
+    inside = np.asarray(linked[:, labelled].sum(1)).ravel()  # training neighbours
+    outside = degree - inside
+    share = train.size / max(n - train.size, 1)
+
+    def fits(v: int) -> bool:  # can v take one more training neighbour unflagged?
+        expected = outside[v] * share
+        return evade is None or EXCESS_Z * np.sqrt(expected + 1) + expected - inside[v] >= 1
+
+    unlabelled_of = {c: [v for v in by_degree.tolist() if labels[v] == c and not labelled[v]] for c in classes}
+    padded = dict.fromkeys(range(n), 0)  # how far down unlabelled_of[c] each node's padding went
     existing, chosen = edge_keys(adj), []
+
+    def link(a: int, b: int) -> bool:
+        key = min(a, b) * n + max(a, b)
+        if a == b or key in existing:
+            return False
+        existing.add(key)
+        chosen.append(key)
+        return True
+
     position = np.zeros(train.size, dtype=np.int64)
     while len(chosen) < count:
         placed = len(chosen)
         for i, u in enumerate(train.tolist()):
-            targets = hubs_against[int(labels[u])]
+            c = int(labels[u])
+            targets = hubs_against[c]
             while position[i] < targets.size and len(chosen) < count:
                 v = int(targets[position[i]])
                 position[i] += 1
-                key = min(u, v) * n + max(u, v)
-                if key not in existing and room[v] >= 1 and (room[u] >= 1 or not labelled[v]):
-                    existing.add(key)
-                    chosen.append(key)
-                    room[v] -= 1
-                    room[u] -= labelled[v]
+                if min(u, v) * n + max(u, v) in existing:
+                    continue
+                while evade == "pad" and not labelled[v] and not fits(v) and len(chosen) < count - 1 \
+                        and padded[v] < len(unlabelled_of[c]):
+                    w = unlabelled_of[c][padded[v]]
+                    padded[v] += 1
+                    if link(v, w):
+                        outside[v] += 1
+                        outside[w] += 1
+                if fits(v) and (fits(u) or not labelled[v]) and link(u, v):
+                    inside[v] += 1
+                    inside[u] += labelled[v]
                     break
         if len(chosen) == placed:
-            if capped:
+            if evade is not None:
                 break
             raise InputError(f"cannot place {count} training-node insertions in {graph.name}")
     unlabelled = [v for v in by_degree.tolist() if not labelled[v] and labels[v] >= 0]
@@ -192,10 +222,7 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, capped: bool =
     for v, w in across:  # the bound reached everywhere: link unlabelled hubs of different classes
         if len(chosen) == count:
             break
-        key = min(v, w) * n + max(v, w)
-        if key not in existing:
-            existing.add(key)
-            chosen.append(key)
+        link(v, w)
     return with_insertions(adj, np.asarray(chosen, dtype=np.int64))
 
 
@@ -356,7 +383,8 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "dice": dice, "random": random_insertion, "prbcd": _rbcd(greedy=False), "grbcd": _rbcd(greedy=True),
     "trainlink": lambda graph, rate, seed, epochs: train_links(graph, rate, seed), "trainhub": train_hubs,
-    "trainhub-capped": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, capped=True),
+    "trainhub-capped": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="cap"),
+    "trainhub-padded": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="pad"),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {

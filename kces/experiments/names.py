@@ -4,10 +4,10 @@ is built for exactly these names (tested)."""
 
 DATASETS = ("cora", "citeseer", "polblogs", "cora_ml")
 PREPERTURBED = ("meta", "nettack")
-LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink", "trainhub", "trainhub-capped", "metaself")
+LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink", "trainhub", "trainhub-capped", "trainhub-padded", "metaself")
 ADAPTIVE = ("trainlink-adaptive", "prbcd-adaptive", "metaself-adaptive")
 """Attacks that know the defence: each attacks the cell's whole defence chain."""
-SEEDLESS = ("trainhub", "trainhub-capped", "metaself", "metaself-adaptive")
+SEEDLESS = ("trainhub", "trainhub-capped", "trainhub-padded", "metaself", "metaself-adaptive")
 """Deterministic live attacks: one attacked graph per (dataset, rate[, defence]) shared by every
 seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
