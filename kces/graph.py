@@ -163,6 +163,19 @@ def positions(ids: Tensor, num_nodes: int) -> Tensor:
     return position
 
 
+def node_mask(ids: Tensor, num_nodes: int) -> Tensor:
+    """(num_nodes,) bool, True at the nodes ``ids``."""
+    mask = torch.zeros(num_nodes, dtype=torch.bool, device=ids.device)
+    mask[ids] = True
+    return mask
+
+
+def both_directions(pairs: Tensor) -> tuple[Tensor, Tensor]:
+    """(src, dst), each (2m,): the undirected ``pairs`` (2, m) in both directions, pair i at
+    entries i and m + i."""
+    return torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+
+
 def gcn_norm(pairs: Tensor, weight: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     """Entries of ``Â = D̃^-1/2 (A + I) D̃^-1/2`` for undirected ``pairs`` (2, m) with ``weight`` (m,):
     the diagonal (n,) ``1/d̃_i`` and the edge entries (m,) ``w_ij / sqrt(d̃_i d̃_j)``, ``d̃ = 1 + Σ w``
@@ -185,8 +198,7 @@ def gcn_propagate(x: Tensor, pairs: Tensor, weight: Tensor, k: int, rows: Tensor
     n = x.shape[0]
     self_norm, norm = gcn_norm(pairs, weight.to(x.dtype), n)
     self_norm = self_norm[:, None]
-    src = torch.cat([pairs[0], pairs[1]])
-    dst = torch.cat([pairs[1], pairs[0]])
+    src, dst = both_directions(pairs)
     pair_of = torch.arange(pairs.shape[1], device=x.device).repeat(2)
     z = x
     if k > 1:

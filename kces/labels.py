@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .graph import Identity
+from .graph import Identity, both_directions, node_mask
 
 
 MIN_NEIGHBOURHOOD_OVERLAP = 0.3
@@ -62,7 +62,7 @@ def neighbourhood_scores(pairs: Tensor, scores: Tensor, labelled: Tensor) -> Ten
     neighbours over the undirected ``pairs`` (2, m). Edges at labelled nodes do not vote — that
     is where a poisoning attacker inserts — so inserting edges at training nodes cannot move
     any node's vote; moving one takes edges among unlabelled nodes."""
-    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    src, dst = both_directions(pairs)
     voter = ~labelled[src]
     total = torch.zeros_like(scores).index_add_(0, dst[voter], scores[src[voter]])
     count = torch.zeros(scores.shape[0], dtype=scores.dtype, device=scores.device)
@@ -79,7 +79,7 @@ def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
     n = num_nodes
     if pairs.shape[1] == 0:
         return torch.ones(0, device=pairs.device)
-    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    src, dst = both_directions(pairs)
     keys, order = torch.sort(src * n + dst)
     neighbours = dst[order]
     degree = torch.bincount(src, minlength=n)
@@ -94,6 +94,15 @@ def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
     common = torch.bincount(edge[found], minlength=pairs.shape[1])
     others = count - 1  # the smaller endpoint's neighbours besides the other endpoint
     return torch.where(others > 0, common / others.clamp(min=1), torch.ones_like(common, dtype=torch.float))
+
+
+def expected_training_neighbours(outside, num_train: int, num_nodes: int):
+    """``(e, s)``: how many training neighbours nodes with ``outside`` neighbours outside the
+    training set should have when the ``num_train`` training nodes are a random sample of the
+    ``num_nodes`` nodes, ``e = outside·|S| / (n − |S|)``, and its standard deviation, taken as
+    ``s = √(e + 1)``. ``outside``: a tensor, NumPy array or number; the results are alike."""
+    expected = outside * num_train / max(num_nodes - num_train, 1)
+    return expected, (expected + 1) ** 0.5
 
 
 def training_neighbour_excess(pairs: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int,
@@ -111,18 +120,15 @@ def training_neighbour_excess(pairs: Tensor, y: Tensor, train_nodes: Tensor, num
     Where several classes could account for it, nothing is flagged. Work O(n·C + m)."""
     n = y.shape[0]
     device = pairs.device
-    labelled = torch.zeros(n, dtype=torch.bool, device=device)
-    labelled[train_nodes] = True
-    src, dst = torch.cat([pairs[0], pairs[1]]), torch.cat([pairs[1], pairs[0]])
+    labelled = node_mask(train_nodes.to(device), n)
+    src, dst = both_directions(pairs)
     from_train = labelled[src]
     outside = torch.bincount(dst[~from_train], minlength=n).double()
     counts = torch.zeros(n * num_classes, dtype=torch.float64, device=device)
     counts.index_add_(0, dst[from_train] * num_classes + y[src[from_train]],
                       torch.ones(int(from_train.sum()), dtype=torch.float64, device=device))
     counts = counts.view(n, num_classes)
-    size = train_nodes.numel()
-    expected = outside * size / max(n - size, 1)
-    spread = torch.sqrt(expected + 1)
+    expected, spread = expected_training_neighbours(outside, train_nodes.numel(), n)
     excess = counts.sum(1) - expected
     accounts = counts >= (excess - spread)[:, None]
     attacker = accounts.to(torch.uint8).argmax(1)
@@ -153,8 +159,7 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
         return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
                 | training_neighbour_excess(pairs, y, train_nodes, num_classes))
     n = x.shape[0]
-    labelled = torch.zeros(n, dtype=torch.bool, device=x.device)
-    labelled[train_nodes] = True
+    labelled = node_mask(train_nodes.to(x.device), n)
     src, dst = pairs
     scores = feature_class_scores(x, y, train_nodes, num_classes)
     if source == "neighbourhood":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .graph import node_mask
 from .options import Pruning
 
 AUTO_THRESHOLD_SCALE = 2.0
@@ -31,8 +32,7 @@ def candidate_mask(pairs: Tensor, train_nodes: Tensor, num_nodes: int, rule: Pru
     those touching a node of ``train_nodes``, or all."""
     if rule.candidates == "all":
         return torch.ones(pairs.shape[1], dtype=torch.bool, device=pairs.device)
-    labelled = torch.zeros(num_nodes, dtype=torch.bool, device=pairs.device)
-    labelled[train_nodes] = True
+    labelled = node_mask(train_nodes.to(pairs.device), num_nodes)
     return labelled[pairs[0]] | labelled[pairs[1]]
 
 

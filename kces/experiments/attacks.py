@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
-from ..labels import EXCESS_Z
+from ..labels import EXCESS_Z, expected_training_neighbours
 from .datasets import Dataset, Graph, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
 from .models import seed_everything, train_pyg
@@ -173,14 +173,13 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, evade: str | N
     labelled[train] = True
     inside = np.asarray(linked[:, labelled].sum(1)).ravel()  # training neighbours
     outside = degree - inside
-    share = train.size / max(n - train.size, 1)
 
     def fits(v: int) -> bool:  # can v take one more training neighbour unflagged?
-        expected = outside[v] * share
-        return evade is None or EXCESS_Z * np.sqrt(expected + 1) + expected - inside[v] >= 1
+        expected, spread = expected_training_neighbours(outside[v], train.size, n)
+        return evade is None or EXCESS_Z * spread + expected - inside[v] >= 1
 
     unlabelled_of = {c: [v for v in by_degree.tolist() if labels[v] == c and not labelled[v]] for c in classes}
-    padded = dict.fromkeys(range(n), 0)  # how far down unlabelled_of[c] each node's padding went
+    padded = np.zeros(n, dtype=np.int64)  # how far down unlabelled_of[c] each node's padding went
     existing, chosen = edge_keys(adj), []
 
     def link(a: int, b: int) -> bool:
