@@ -34,6 +34,7 @@ from kces import Pruning, kc_scores, sanitize_adj
 from kces.experiments.attacks import dice_attack, train_hubs, train_links
 from kces.experiments.datasets import Graph, load_graph
 from kces.experiments.models import accuracy
+from kces.graph import node_mask
 from kces.labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap, training_neighbour_excess
 from kces.prune import candidate_mask, prune_mask
 
@@ -62,8 +63,7 @@ def featureless_rule(disagreement: Callable[[torch.Tensor, torch.Tensor, torch.T
 
 def training_pairs(pairs: torch.Tensor, y: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Edges between two training nodes of different labels (the first featureless rule)."""
-    labelled = torch.zeros(len(y), dtype=torch.bool)
-    labelled[train] = True
+    labelled = node_mask(train, len(y))
     return labelled[pairs[0]] & labelled[pairs[1]] & (y[pairs[0]] != y[pairs[1]])
 
 
