@@ -7,7 +7,9 @@ of another class (Metattack's habit without its gradient), whose adaptive versio
 (``kces.experiments.attacks.train_links``) replaces what the defence prunes; PyG's PRBCD
 against a surrogate trained on the clean graph, whose adaptive version
 (``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
-prunes (2 seeds: about a minute per adaptive cell); and
+prunes, and against a defence that prunes some pairs wherever they stand (KCES's label check,
+Jaccard: ``kces.experiments.defences.always_pruned``) also runs never flipping those, keeping
+the poisoned graph that fools its surrogate more (2 seeds: 1–3 minutes per adaptive cell); and
 Meta-Self, a meta-gradient poisoning attack (``kces.experiments.metagradient``), whose adaptive
 version (``meta_self_through_defence``) takes its meta-gradients on what the defence keeps,
 re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping

@@ -1,6 +1,7 @@
 """The benchmark's parts: training loop, attacks and their cache, defences, results file."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -366,6 +367,91 @@ def test_prbcd_through_the_defence(tiny: Dataset) -> None:
     assert 0 < len(queries) <= 2 * GRADIENT_ROUNDS
     assert (prbcd_through_defence(graph, 0.2, 0, 20, defend) != adj).nnz == 0
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
+def test_prbcd_leaves_the_pairs_it_is_told_and_what_the_defence_pruned(tiny: Dataset) -> None:
+    """PRBCD told to avoid pairs flips none of them (and without being told it does). Told which
+    pairs the defence always prunes, the attack through the defence also runs avoiding them and
+    every pair the defence pruned in an earlier round, and keeps whichever poisoned graph fools
+    its surrogate more: that one or the blind one."""
+    from kces.experiments import attacks
+    from kces.experiments.attacks import prbcd_through_defence, rbcd_perturbed
+
+    graph = tiny.graph
+
+    def avoid(pairs):  # pairs of two even nodes
+        return (pairs[0] % 2 == 0) & (pairs[1] % 2 == 0)
+
+    def flips(adj):
+        return np.concatenate([edge_difference(adj, graph.adj), edge_difference(graph.adj, adj)])
+
+    assert avoid(torch.from_numpy(flips(rbcd_perturbed(graph, 12, 0, 20)).T)).any()
+    told = flips(rbcd_perturbed(graph, 12, 0, 20, avoid=avoid))
+    assert len(told) == 12 and not avoid(torch.from_numpy(told.T)).any()
+
+    poisoned, accuracies, pruned = [], [], []
+
+    def defend(adj):  # prunes every inserted edge at a node below 20
+        out = sp.lil_matrix(adj)
+        for i, j in edge_difference(adj, graph.adj):
+            if min(i, j) < 20:
+                out[i, j] = out[j, i] = 0
+                pruned.append((len(poisoned), int(i), int(j)))
+        return sp.csr_matrix(out)
+
+    blind = prbcd_through_defence(graph, 0.2, 0, 20, defend)
+    pruned.clear()
+    through, surrogate = attacks.through_defence, attacks._surrogate_accuracy
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attacks, "through_defence", lambda *a: poisoned.append(through(*a)) or poisoned[-1])
+        patch.setattr(attacks, "_surrogate_accuracy", lambda *a: accuracies.append(surrogate(*a)) or accuracies[-1])
+        aware = prbcd_through_defence(graph, 0.2, 0, 20, defend, avoid)
+    assert len(poisoned) == 2 and (poisoned[0] != blind).nnz == 0
+    assert len(accuracies) == 2 and (aware != poisoned[int(np.argmin(accuracies))]).nnz == 0
+    inserted = edge_difference(poisoned[1], graph.adj)
+    assert 0 < len(flips(poisoned[1])) <= budget(graph, 0.2) and not avoid(torch.from_numpy(flips(poisoned[1]).T)).any()
+    withdrawn = {(i, j) for run, i, j in pruned if run == 1}
+    assert withdrawn and not withdrawn & {(int(i), int(j)) for i, j in inserted}
+    assert (prbcd_through_defence(graph, 0.2, 0, 20, defend, avoid) != aware).nnz == 0
+
+
+def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:
+    from kces.experiments.attacks import rbcd_perturbed
+
+    graph = tiny.graph
+    at_test, at_val = (rbcd_perturbed(graph, 10, 0, 20, targets=nodes) for nodes in (None, graph.idx_val))
+    assert (at_test != rbcd_perturbed(graph, 10, 0, 20, targets=graph.idx_test)).nnz == 0
+    assert (at_val != rbcd_perturbed(graph, 10, 0, 20, targets=graph.idx_val)).nnz == 0
+    assert (at_val != at_test).nnz > 0
+    assert len(edge_difference(at_val, graph.adj)) + len(edge_difference(graph.adj, at_val)) == 10
+
+
+def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset) -> None:
+    """Every pair it flags, inserted into the graph, is pruned by the stages; none for stages
+    whose pruning depends on the whole graph."""
+    from kces.experiments.defences import always_pruned, jaccard_prune
+
+    graph = tiny.graph
+    rows, cols = np.triu_indices(graph.num_nodes, k=1)
+    absent = np.asarray(graph.adj[rows, cols]).ravel() == 0
+    pairs = torch.from_numpy(np.stack([rows[absent], cols[absent]]))
+    for stages in [("kces",), ("jaccard",), ("kces", "jaccard")]:
+        flagged = always_pruned(stages, graph)(pairs)
+        assert 0 < int(flagged.sum()) < pairs.shape[1]
+        u, v = pairs[:, flagged].numpy()
+        inserted = graph.adj + sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32),
+                                              (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
+        kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
+        assert np.asarray(kept[u, v]).ravel().sum() == 0
+    jaccard = always_pruned(("jaccard",), graph)(pairs)
+    u, v = pairs[:, ~jaccard].numpy()
+    inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
+    assert (jaccard_prune(inserted, graph.features) != inserted).nnz == 0  # the rest Jaccard keeps
+    for stages in [(), ("svd",), ("kces-kc-only",), ("kces-top10",), ("rgcn",)]:
+        assert always_pruned(stages, graph) is None
+    featureless = graph.with_adj(graph.adj)
+    featureless = dataclasses.replace(featureless, features=sp.identity(graph.num_nodes, dtype=np.float32, format="csr"))
+    assert always_pruned(("kces",), featureless) is None
 
 
 def _meta_self_loss(graph, adj) -> float:

@@ -27,6 +27,7 @@ from ..formats import atomic_write, read_sparse_npz
 from ..labels import EXCESS_Z, expected_training_neighbours
 from .datasets import Dataset, Graph, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
+from .metrics import accuracy_on
 from .models import seed_everything, train_pyg
 from .names import ADAPTIVE, LIVE, PREPERTURBED, SEEDLESS
 
@@ -259,20 +260,41 @@ def dice_attack(adj: sp.spmatrix, labels: np.ndarray, rate: float, seed: int) ->
     return out
 
 
-def _rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: bool = False) -> sp.csr_matrix:
+PairFilter = Callable[[torch.Tensor], torch.Tensor]
+"""(2, b) int64 node pairs → (b,) bool, True for the pairs to leave alone."""
+
+
+def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: bool = False,
+                    avoid: PairFilter | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
     """``graph.adj`` after PyG's PRBCD/GRBCD with ``count`` flips against a PyG GCN (Adam,
-    ``epochs``) trained on ``graph.adj``, attacking the test nodes' predictions."""
+    ``epochs``) trained on ``graph.adj``, attacking the predictions of ``targets`` (default: the
+    test nodes). PRBCD with ``avoid`` drops the pairs it flags from every block of candidate pairs
+    it samples, so it never flips them."""
     with warnings.catch_warnings():  # "contrib contains experimental code"
         warnings.simplefilter("ignore", UserWarning)
         from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
 
+    class AvoidingPRBCD(PRBCDAttack):
+        def _sample_random_block(self, budget: int = 0) -> None:
+            super()._sample_random_block(budget)
+            self._drop_avoided()
+
+        def _resample_random_block(self, budget: int) -> None:
+            super()._resample_random_block(budget)
+            self._drop_avoided()
+
+        def _drop_avoided(self) -> None:
+            keep = ~avoid(self.block_edge_index.cpu()).to(self.device)
+            self.current_block, self.block_edge_index = self.current_block[keep], self.block_edge_index[:, keep]
+            self.block_edge_weight = self.block_edge_weight[keep]
+
     seed_everything(seed)
     surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
-    cls = GRBCDAttack if greedy else PRBCDAttack
+    cls = GRBCDAttack if greedy else PRBCDAttack if avoid is None else AvoidingPRBCD
     rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
                **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
     perturbed, _ = rbcd.attack(x, edge_index, torch.from_numpy(graph.labels), count,
-                               idx_attack=torch.from_numpy(graph.idx_test))
+                               idx_attack=torch.from_numpy(graph.idx_test if targets is None else targets))
     row, col = perturbed.numpy()
     return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=graph.adj.shape)
 
@@ -282,7 +304,7 @@ def _rbcd(greedy: bool) -> Callable[[Graph, float, int, int], sp.csr_matrix]:
         """PyG's PRBCD/GRBCD against a PyG GCN (Adam, ``epochs``) trained on the clean graph,
         attacking the test nodes' predictions (evasion; the perturbed graph is then used for
         training too, as a poisoning transfer)."""
-        return _rbcd_perturbed(graph, budget(graph, rate), seed, epochs, greedy)
+        return rbcd_perturbed(graph, budget(graph, rate), seed, epochs, greedy)
     return attack
 
 
@@ -342,11 +364,41 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
 
 
 def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
-                          defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
-    """PRBCD (:func:`_rbcd_perturbed`, surrogate trained on what the defence keeps) through the
-    defence (:func:`through_defence`)."""
-    return through_defence(graph, rate, defend,
-                           lambda seen, left, round_, blocked: _rbcd_perturbed(seen, left, seed + round_, epochs))
+                          defend: Callable[[sp.csr_matrix], sp.csr_matrix],
+                          avoid: PairFilter | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
+    """PRBCD (:func:`rbcd_perturbed`, surrogate trained on what the defence keeps, aimed at
+    ``targets``, default the test nodes) through the defence (:func:`through_defence`).
+
+    Given ``avoid`` (the pairs the defence prunes wherever they are,
+    :func:`~kces.experiments.defences.always_pruned`), the attacker also runs it never flipping
+    those nor a pair the defence pruned in an earlier round, and keeps the poisoned graph whose
+    defended version leaves a fresh surrogate less accurate on the targets (avoiding them narrows
+    PRBCD's search, which is not always better)."""
+    n = graph.num_nodes
+    targets = graph.idx_test if targets is None else targets
+
+    def blind(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets)
+
+    def aware(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
+        upper = sp.triu(blocked, k=1).tocoo()  # blocked is symmetric
+        done = torch.from_numpy(upper.row.astype(np.int64) * n + upper.col)
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
+            torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
+
+    poisoned = [through_defence(graph, rate, defend, attack) for attack in ([blind] if avoid is None else [blind, aware])]
+    if len(poisoned) == 1:
+        return poisoned[0]
+    return poisoned[int(np.argmin([_surrogate_accuracy(graph.with_adj(defend(adj)), seed, epochs, targets)
+                                   for adj in poisoned]))]
+
+
+def _surrogate_accuracy(graph: Graph, seed: int, epochs: int, nodes: np.ndarray) -> float:
+    """Accuracy on ``nodes`` of the attacker's surrogate (PyG GCN, Adam, ``epochs``) trained on ``graph``."""
+    seed_everything(seed)
+    model, x, inputs = train_pyg(graph, "gcn", "adam", epochs)
+    with torch.no_grad():
+        return accuracy_on(model(x, *inputs), graph.labels, nodes)
 
 
 def meta_self_attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.csr_matrix:
@@ -386,11 +438,15 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "trainhub-padded": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="pad"),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
-ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable], sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend: train_links(graph, rate, seed, defend),
-    "prbcd-adaptive": prbcd_through_defence, "metaself-adaptive": meta_self_through_defence}
-"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence) → (n, n) attacked
-adjacency; each is the adaptive version of the live attack named without ``-adaptive``."""
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None], sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: train_links(graph, rate, seed, defend),
+    "prbcd-adaptive": prbcd_through_defence,
+    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid: meta_self_through_defence(
+        graph, rate, seed, epochs, defend)}
+"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence, the pairs it always
+prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack named
+without ``-adaptive``. Only PRBCD is told which pairs the defence always prunes: the training-node
+attack picks targets the label check accepts itself, Meta-Self tries the unlabelled pairs."""
 
 
 class AttackedGraphs:
@@ -412,11 +468,12 @@ class AttackedGraphs:
         return f"{stem}_{defence}" if attack in ADAPTIVE else stem
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
-            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> Graph:
+            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
-        attack attacks ``defend``, the edge stages whose key is ``defence``."""
+        attack attacks ``defend``, the edge stages whose key is ``defence``, knowing the pairs they
+        always prune (``avoid``)."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
@@ -428,7 +485,7 @@ class AttackedGraphs:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend)
+            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid)
                         if attack in ADAPTIVE else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
             adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)

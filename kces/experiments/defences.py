@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
@@ -24,9 +25,9 @@ from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
 from ..errors import InputError
-from ..labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP
+from ..labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, is_identity_like, label_disagreement
 from ..options import Complexity, Pruning
-from ..prune import AUTO_THRESHOLD_SCALE
+from ..prune import AUTO_THRESHOLD_SCALE, candidate_mask
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
@@ -98,17 +99,22 @@ class Defended:
     seconds: float
 
 
+def feature_jaccard(features: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Jaccard similarity of the binary features of the node pairs (``rows[i]``, ``cols[i]``), 0
+    where both have none."""
+    feats = (sp.csr_matrix(features) != 0).astype(np.float32).tocsr()
+    inter = np.asarray(feats[rows].multiply(feats[cols]).sum(1)).ravel()
+    counts = np.asarray(feats.sum(1)).ravel()
+    union = counts[rows] + counts[cols] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def jaccard_prune(adj: sp.spmatrix, features: sp.spmatrix, threshold: float = JACCARD_THRESHOLD) -> sp.csr_matrix:
     """Drop edges whose endpoints' binary features have Jaccard similarity < ``threshold``
     (DeepRobust ``GCNJaccard.drop_dissimilar_edges``, binary features)."""
     adj = sp.csr_matrix(adj, dtype=np.float32)
-    feats = (sp.csr_matrix(features) != 0).astype(np.float32).tocsr()
     upper = sp.triu(adj, k=1).tocoo()
-    inter = np.asarray(feats[upper.row].multiply(feats[upper.col]).sum(1)).ravel()
-    counts = np.asarray(feats.sum(1)).ravel()
-    union = counts[upper.row] + counts[upper.col] - inter
-    jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    keep = jac >= threshold
+    keep = feature_jaccard(features, upper.row, upper.col) >= threshold
     kept = sp.coo_matrix((upper.data[keep], (upper.row[keep], upper.col[keep])), shape=adj.shape)
     return (kept + kept.T).tocsr()
 
@@ -154,6 +160,31 @@ def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank
         if stage in PRUNING:
             pruned = adj
     return Defended(adj=sp.csr_matrix(adj), pruned=pruned, seconds=time.perf_counter() - start)
+
+
+def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What a rule-aware attacker reads in the code of the edge stages of ``stages``: the node
+    pairs they prune wherever those pairs stand in ``graph`` (on its features and labels alone),
+    as a function of (2, b) int64 pairs → (b,) bool; None if no stage has such a rule. A KCES
+    stage's label check on a graph with features (a pair at a training node whose labels
+    disagree, :func:`kces.labels.label_disagreement` with feature labels — for ``kces-nbr`` too,
+    whose neighbourhood labels also depend on the graph); Jaccard's feature similarity below its
+    threshold. The KC bound, the featureless checks and SVD depend on the whole graph: not here."""
+    x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
+    train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
+    rules = []
+    for stage in stages:
+        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
+        if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
+            rules.append(lambda pairs, pruning=pruning: (
+                candidate_mask(pairs, train, graph.num_nodes, pruning)
+                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k)))
+        elif stage == "jaccard":
+            rules.append(lambda pairs: torch.from_numpy(
+                feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
+    if not rules:
+        return None
+    return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
 
 
 def _rgcn_output(graph: Graph, epochs: int) -> torch.Tensor:

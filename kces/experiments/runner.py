@@ -34,10 +34,10 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence, skip_reason
+from .defences import always_pruned, apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence, skip_reason
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
-from .names import ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
+from .names import ADAPTIVE, ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
 from .report import write_report
 from .results import KEY_FIELDS, RESULTS, ResultsLog, finished, read_results
 
@@ -185,7 +185,8 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         return apply_edge_stages(stages, dataset.graph.with_adj(adj), seed, plan.svd_rank).adj
 
     attacked = edge_stages_key(stages, plan.svd_rank)
-    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend)
+    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
+                            always_pruned(stages, dataset.graph) if cell.attack in ADAPTIVE else None)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
