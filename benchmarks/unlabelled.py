@@ -64,7 +64,8 @@ def unlabelled_disagreement(graph: Graph, cosine_below: float | None) -> Callabl
     return flags
 
 
-def rule(graph: Graph, no_common: bool, cosine_below: float | None, default: bool) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
+def rule(graph: Graph, no_common: bool, cosine_below: float | None,
+         default: bool) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
     """adj → the default's output less the edges the candidate flags (``default``: nothing more)."""
     flags = unlabelled_disagreement(graph, cosine_below)
 

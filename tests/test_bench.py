@@ -424,6 +424,8 @@ def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:
     assert (at_val != rbcd_perturbed(graph, 10, 0, 20, targets=graph.idx_val)).nnz == 0
     assert (at_val != at_test).nnz > 0
     assert len(edge_difference(at_val, graph.adj)) + len(edge_difference(graph.adj, at_val)) == 10
+    with pytest.raises(ValueError, match="avoid is for PRBCD"):
+        rbcd_perturbed(graph, 10, 0, 20, greedy=True, avoid=lambda pairs: pairs[0] == 0)
 
 
 def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset) -> None:
@@ -449,8 +451,7 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     assert (jaccard_prune(inserted, graph.features) != inserted).nnz == 0  # the rest Jaccard keeps
     for stages in [(), ("svd",), ("kces-kc-only",), ("kces-top10",), ("rgcn",)]:
         assert always_pruned(stages, graph) is None
-    featureless = graph.with_adj(graph.adj)
-    featureless = dataclasses.replace(featureless, features=sp.identity(graph.num_nodes, dtype=np.float32, format="csr"))
+    featureless = dataclasses.replace(graph, features=sp.identity(graph.num_nodes, dtype=np.float32, format="csr"))
     assert always_pruned(("kces",), featureless) is None
 
 

@@ -290,6 +290,8 @@ def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: boo
 
     seed_everything(seed)
     surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
+    if greedy and avoid is not None:
+        raise InputError("avoid is for PRBCD; GRBCD does not sample blocks of pairs")
     cls = GRBCDAttack if greedy else PRBCDAttack if avoid is None else AvoidingPRBCD
     rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
                **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
@@ -386,7 +388,8 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
         return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
             torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
 
-    poisoned = [through_defence(graph, rate, defend, attack) for attack in ([blind] if avoid is None else [blind, aware])]
+    strategies = [blind] if avoid is None else [blind, aware]
+    poisoned = [through_defence(graph, rate, defend, attack) for attack in strategies]
     if len(poisoned) == 1:
         return poisoned[0]
     return poisoned[int(np.argmin([_surrogate_accuracy(graph.with_adj(defend(adj)), seed, epochs, targets)

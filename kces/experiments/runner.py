@@ -34,7 +34,8 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import always_pruned, apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence, skip_reason
+from .defences import (always_pruned, apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence,
+                       skip_reason)
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ADAPTIVE, ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
