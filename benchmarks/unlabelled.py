@@ -41,13 +41,15 @@ from kces.labels import feature_class_scores
 from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "unlabelled.json"
-RULES: dict[str, tuple[bool, float | None]] = {
-    "default": (False, None), "disagree, cn0": (True, None), "disagree, cn0, cos<0.05": (True, 0.05),
+RULES: dict[str, tuple[bool, float | None] | None] = {
+    "default": None, "disagree, cn0": (True, None), "disagree, cn0, cos<0.05": (True, 0.05),
     "disagree, cn0, cos<0.1": (True, 0.1), "disagree, cos<0.05": (False, 0.05)}
-"""name → (also require no common neighbour, cosine bound or None); "default" adds nothing."""
+"""name → what the candidate adds to the default: (also require no common neighbour, cosine bound
+or None); None: nothing."""
 
 
-def unlabelled_disagreement(graph: Graph, cosine_below: float | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def unlabelled_disagreement(graph: Graph,
+                            cosine_below: float | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """(rows, cols) → bool: both endpoints unlabelled, their feature labels disagree, and (with
     ``cosine_below``) their unit-norm features' cosine is below it. Graph-free."""
     x, y = torch.from_numpy(graph.features.toarray()).double(), torch.from_numpy(graph.labels)
@@ -64,15 +66,12 @@ def unlabelled_disagreement(graph: Graph, cosine_below: float | None) -> Callabl
     return flags
 
 
-def rule(graph: Graph, no_common: bool, cosine_below: float | None,
-         default: bool) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
-    """adj → the default's output less the edges the candidate flags (``default``: nothing more)."""
+def rule(graph: Graph, no_common: bool, cosine_below: float | None) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
+    """adj → the default's output less the edges the candidate flags."""
     flags = unlabelled_disagreement(graph, cosine_below)
 
     def defend(adj: sp.csr_matrix) -> sp.csr_matrix:
         kept = sp.triu(sanitize_adj(adj, graph.features, graph.labels, graph.idx_train), k=1).tocoo()
-        if default:
-            return (kept + kept.T).tocsr()
         flagged = flags(kept.row, kept.col)
         if no_common:
             flagged &= np.asarray(adj[kept.row].multiply(adj[kept.col]).sum(1)).ravel() == 0
@@ -96,14 +95,14 @@ def main() -> int:
         graphs["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                              targets=clean.idx_val))
         default_flags = always_pruned(("kces",), clean)
-        for rule_name, (no_common, cosine_below) in RULES.items():
-            defend = rule(clean, no_common, cosine_below, rule_name == "default")
-            flags = unlabelled_disagreement(clean, cosine_below)
-
-            def avoid(pairs: torch.Tensor) -> torch.Tensor:
-                extra = torch.zeros(pairs.shape[1], dtype=torch.bool) if rule_name == "default" else \
-                    torch.from_numpy(flags(pairs[0].numpy(), pairs[1].numpy()))
-                return default_flags(pairs) | extra
+        for rule_name, added in RULES.items():
+            if added is None:
+                defend, avoid = (lambda adj: sanitize_adj(adj, clean.features, clean.labels, clean.idx_train),
+                                 default_flags)
+            else:
+                defend, flags = rule(clean, *added), unlabelled_disagreement(clean, added[1])
+                avoid = (lambda pairs, flags=flags: default_flags(pairs)
+                         | torch.from_numpy(flags(pairs[0].numpy(), pairs[1].numpy())))
             attacked = dict(graphs)
             attacked["prbcd-val, adaptive"] = clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, targets=clean.idx_val))
