@@ -55,8 +55,7 @@ def unlabelled_disagreement(graph: Graph,
     x, y = torch.from_numpy(graph.features.toarray()).double(), torch.from_numpy(graph.labels)
     label = feature_class_scores(x, y, torch.from_numpy(graph.idx_train), int(y.max()) + 1).argmax(1).numpy()
     unit = normalize(sp.csr_matrix(graph.features), axis=1)
-    labelled = np.zeros(graph.num_nodes, dtype=bool)
-    labelled[graph.idx_train] = True
+    labelled = graph.train_mask
 
     def flags(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out = ~labelled[rows] & ~labelled[cols] & (label[rows] != label[cols])

@@ -31,6 +31,7 @@ def test_tiny_dataset_split(tiny: Dataset) -> None:
     assert (graph.adj != graph.adj.T).nnz == 0 and graph.adj.diagonal().sum() == 0
     idx = np.concatenate([graph.idx_train, graph.idx_val, graph.idx_test])
     assert np.array_equal(np.sort(idx), np.arange(80)) and graph.idx_train.size == graph.idx_val.size == 8
+    assert np.array_equal(np.flatnonzero(graph.train_mask), np.sort(graph.idx_train))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -122,8 +122,7 @@ def train_links(graph: Graph, rate: float, seed: int,
     def poisoned() -> sp.csr_matrix:
         return with_insertions(adj, np.fromiter(chosen, dtype=np.int64, count=len(chosen)))
 
-    labelled = np.zeros(n, dtype=bool)
-    labelled[train] = True
+    labelled = graph.train_mask
     rounds = 1 if defend is None else ADAPTIVE_ROUNDS
     for round_ in range(rounds):
         propose(count - len(chosen), exploit=0.0 if round_ == 0 else 0.8)
@@ -170,8 +169,7 @@ def train_hubs(graph: Graph, rate: float, seed: int, epochs: int, evade: str | N
     by_degree = np.argsort(-degree, kind="stable")
     classes = set(labels[train].tolist())
     hubs_against = {c: by_degree[(labels[by_degree] != c) & (labels[by_degree] >= 0)] for c in classes}
-    labelled = np.zeros(n, dtype=bool)
-    labelled[train] = True
+    labelled = graph.train_mask
     inside = np.asarray(linked[:, labelled].sum(1)).ravel()  # training neighbours
     outside = degree - inside
 
@@ -288,10 +286,10 @@ def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: boo
             self.current_block, self.block_edge_index = self.current_block[keep], self.block_edge_index[:, keep]
             self.block_edge_weight = self.block_edge_weight[keep]
 
-    seed_everything(seed)
-    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
     if greedy and avoid is not None:
         raise InputError("avoid is for PRBCD; GRBCD does not sample blocks of pairs")
+    seed_everything(seed)
+    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
     cls = GRBCDAttack if greedy else PRBCDAttack if avoid is None else AvoidingPRBCD
     rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
                **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
@@ -423,8 +421,7 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
     used)."""
     objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
     per_step = math.ceil(budget(graph, rate) / META_STEPS)
-    unlabelled = np.ones(graph.num_nodes, dtype=bool)
-    unlabelled[graph.idx_train] = False
+    unlabelled = ~graph.train_mask
     poisoned = []
     for allowed in (np.ones((graph.num_nodes,) * 2, dtype=bool), unlabelled[:, None] & unlabelled[None, :]):
         def attack(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix,

@@ -68,6 +68,13 @@ class Graph:
     def num_nodes(self) -> int:
         return self.adj.shape[0]
 
+    @property
+    def train_mask(self) -> np.ndarray:
+        """(n,) bool, True at the training nodes."""
+        mask = np.zeros(self.num_nodes, dtype=bool)
+        mask[self.idx_train] = True
+        return mask
+
     def with_adj(self, adj: sp.spmatrix) -> "Graph":
         """The same graph with another (e.g. sanitized) adjacency."""
         return replace(self, adj=sp.csr_matrix(adj, dtype=np.float32))
