@@ -529,6 +529,51 @@ def test_meta_self_through_the_defence(tiny: Dataset) -> None:
     assert _meta_self_loss(graph, adj) > _meta_self_loss(graph, graph.adj)
 
 
+def test_meta_self_through_the_defence_told_what_it_always_prunes(tiny: Dataset) -> None:
+    """Told which pairs the defence always prunes, Meta-Self through the defence runs three
+    strategies — all pairs, unlabelled pairs less the flagged ones, all pairs less the flagged
+    ones — the last two flipping no flagged pair, and keeps the one its objective scores highest
+    on the defended graph."""
+    from kces.experiments import attacks
+    from kces.experiments.attacks import meta_self_through_defence
+    from kces.experiments.metagradient import SelfTraining
+
+    graph = tiny.graph
+    train = graph.train_mask
+
+    def avoid(pairs):  # pairs of two even nodes
+        return (pairs[0] % 2 == 0) & (pairs[1] % 2 == 0)
+
+    def defend(adj):
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    poisoned = []
+    through = attacks.through_defence
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attacks, "through_defence", lambda *a: poisoned.append(through(*a)) or poisoned[-1])
+        adj = meta_self_through_defence(graph, 0.2, 0, 0, defend, avoid)
+    assert len(poisoned) == 3
+    for k, strategy in enumerate(poisoned):
+        flipped = np.concatenate([edge_difference(strategy, graph.adj), edge_difference(graph.adj, strategy)])
+        assert 0 < len(flipped) <= budget(graph, 0.2)
+        assert avoid(torch.from_numpy(flipped.T)).any() == (k == 0)  # the blind strategy flips flagged pairs
+        assert k != 1 or not (train[flipped[:, 0]] | train[flipped[:, 1]]).any()
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
+    assert (adj != poisoned[int(np.argmax([objective.value(defend(a)) for a in poisoned]))]).nnz == 0
+
+
+def test_pair_matrix() -> None:
+    from kces.experiments.attacks import pair_matrix
+
+    def first_odd(pairs):
+        return pairs[0] % 2 == 1
+
+    out = pair_matrix(first_odd, 7, chunk=4)
+    expected = np.array([[i != j and min(i, j) % 2 == 1 for j in range(7)] for i in range(7)])
+    assert out.dtype == bool and np.array_equal(out, expected)
+    assert not pair_matrix(first_odd, 1).any()
+
+
 def test_through_defence_withdraws_and_blocks_what_the_defence_pruned(tiny: Dataset) -> None:
     """A defence that prunes every edge at node 0 against an attack that inserts there first:
     each round's insertions are withdrawn and their budget spent again, later rounds are told to

@@ -410,25 +410,44 @@ def meta_self_attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
 
 
 def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
-                              defend: Callable[[sp.csr_matrix], sp.csr_matrix]) -> sp.csr_matrix:
-    """Meta-Self through the defence (:func:`through_defence`), the better of two strategies.
+                              defend: Callable[[sp.csr_matrix], sp.csr_matrix],
+                              avoid: PairFilter | None = None) -> sp.csr_matrix:
+    """Meta-Self through the defence (:func:`through_defence`), the best of its strategies.
 
     Each round's meta-gradient is taken on what the defence keeps, never proposes a pair the
     defence pruned, and flips as many pairs per step as the non-adaptive attack. The attacker
-    runs this once over all pairs and once only among pairs of two unlabelled nodes (where a
-    defence that inspects the training nodes' edges does not look), and keeps the poisoned graph
-    whose defended version gives its own surrogate the higher Meta-Self loss (no test label is
-    used)."""
+    runs this over all pairs and only among pairs of two unlabelled nodes (where a defence that
+    inspects the training nodes' edges does not look); given ``avoid`` (the pairs the defence
+    prunes wherever they are, :func:`~kces.experiments.defences.always_pruned`), the second
+    strategy also leaves those alone and a third runs over all pairs but those. It keeps the
+    poisoned graph whose defended version gives its own surrogate the highest Meta-Self loss
+    (no test label is used)."""
     objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
     per_step = math.ceil(budget(graph, rate) / META_STEPS)
     unlabelled = ~graph.train_mask
+    everywhere = np.ones((graph.num_nodes,) * 2, dtype=bool)
+    strategies = [everywhere, unlabelled[:, None] & unlabelled[None, :]]
+    if avoid is not None:
+        kept = ~pair_matrix(avoid, graph.num_nodes)
+        strategies = [everywhere, strategies[1] & kept, kept]
     poisoned = []
-    for allowed in (np.ones((graph.num_nodes,) * 2, dtype=bool), unlabelled[:, None] & unlabelled[None, :]):
+    for allowed in strategies:
         def attack(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix,
                    allowed: np.ndarray = allowed) -> sp.csr_matrix:
             return meta_self(seen.adj, objective, left, allowed & (blocked.toarray() == 0), per_step)
         poisoned.append(through_defence(graph, rate, defend, attack))
     return poisoned[int(np.argmax([objective.value(defend(adj)) for adj in poisoned]))]
+
+
+def pair_matrix(pairs_filter: PairFilter, n: int, chunk: int = 1 << 18) -> np.ndarray:
+    """(n, n) bool, symmetric: ``pairs_filter`` of every pair of distinct nodes of an ``n``-node
+    graph, asked ``chunk`` pairs at a time; False on the diagonal."""
+    rows, cols = np.triu_indices(n, k=1)
+    out = np.zeros((n, n), dtype=bool)
+    for start in range(0, rows.size, chunk):
+        i, j = rows[start:start + chunk], cols[start:start + chunk]
+        out[i, j] = pairs_filter(torch.from_numpy(np.stack([i, j]).astype(np.int64))).numpy()
+    return out | out.T
 
 
 LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
@@ -441,12 +460,11 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None], sp.csr_matrix]] = {
     "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: train_links(graph, rate, seed, defend),
     "prbcd-adaptive": prbcd_through_defence,
-    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid: meta_self_through_defence(
-        graph, rate, seed, epochs, defend)}
+    "metaself-adaptive": meta_self_through_defence}
 """name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence, the pairs it always
 prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack named
-without ``-adaptive``. Only PRBCD is told which pairs the defence always prunes: the training-node
-attack picks targets the label check accepts itself, Meta-Self tries the unlabelled pairs."""
+without ``-adaptive``. PRBCD and Meta-Self are told which pairs the defence always prunes; the
+training-node attack picks targets the label check accepts itself."""
 
 
 class AttackedGraphs:
