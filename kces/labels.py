@@ -140,7 +140,7 @@ def training_neighbour_excess(pairs: Tensor, y: Tensor, train_nodes: Tensor, num
 
 
 def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nodes: Tensor, num_classes: int,
-                       top_k: int = 1, source: str = "features") -> Tensor:
+                       top_k: int = 1, source: str = "features", scores: Tensor | None = None) -> Tensor:
     """(m,) bool: the endpoints of each edge in ``pairs`` (2, m) disagree about their class.
 
     A training node's label is its true label and its only compatible class; any other node's
@@ -153,20 +153,23 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     an edge disagrees when its endpoints' neighbourhoods overlap by at most
     :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), or when it joins a training
     node to a node with an excess of training neighbours of that node's class
-    (:func:`training_neighbour_excess`).
+    (:func:`training_neighbour_excess`). ``scores``: (n, C) class scores to label the unlabelled
+    nodes by instead of ``feature_class_scores(x, y, train_nodes, num_classes)``, for a caller that
+    asks many times (``x`` is then not read: the check is by labels).
     """
-    if isinstance(x, Identity) or is_identity_like(x):
-        return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
-                | training_neighbour_excess(pairs, y, train_nodes, num_classes))
-    n = x.shape[0]
-    labelled = node_mask(train_nodes.to(x.device), n)
+    if scores is None:
+        if isinstance(x, Identity) or is_identity_like(x):
+            return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
+                    | training_neighbour_excess(pairs, y, train_nodes, num_classes))
+        scores = feature_class_scores(x, y, train_nodes, num_classes)
+    n = scores.shape[0]
+    labelled = node_mask(train_nodes.to(scores.device), n)
     src, dst = pairs
-    scores = feature_class_scores(x, y, train_nodes, num_classes)
     if source == "neighbourhood":
         scores = neighbourhood_scores(pairs, scores, labelled)
     label = scores.argmax(1)
     label[train_nodes] = y[train_nodes]
-    compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=x.device)
+    compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=scores.device)
     compatible.scatter_(1, scores.topk(min(top_k, num_classes), dim=1).indices, True)
     compatible[train_nodes] = False
     compatible[train_nodes, y[train_nodes]] = True

@@ -166,3 +166,21 @@ def test_featureless_disagreement_joins_overlap_and_excess():
     overlap = neighbourhood_overlap(pairs, n) <= 0.3
     got = label_disagreement(pairs, torch.eye(n), y, train, 2)
     assert got.tolist() == (overlap | excess).tolist() and (excess & ~overlap).any()
+
+
+def test_label_disagreement_with_precomputed_scores():
+    """Given its feature scores, the check is the same; given other scores, it follows them, and
+    never reads ``x`` (an Identity would otherwise mean the featureless check)."""
+    x = torch.tensor([[0.4, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([1, 0, 0, 0, 1])
+    train = torch.tensor([1, 4])
+    pairs = torch.tensor([[0, 0, 0, 2], [2, 3, 4, 3]])
+    scores = feature_class_scores(x, y, train, 2)
+    for source in ("features", "neighbourhood"):
+        expected = label_disagreement(pairs, x, y, train, 2, source=source)
+        assert label_disagreement(pairs, x, y, train, 2, source=source, scores=scores).tolist() == expected.tolist()
+    assert label_disagreement(pairs, x, y, train, 2).tolist() == [True, True, False, False]  # node 0: class 1
+    scores[0] = scores[0].flip(0)  # node 0 now looks like class 0
+    assert label_disagreement(pairs, x, y, train, 2, scores=scores).tolist() == [False, False, True, False]
+    featureless = Identity(5, torch.float32, torch.device("cpu"))
+    assert label_disagreement(pairs, featureless, y, train, 2, scores=scores).tolist() == [False, False, True, False]

@@ -25,7 +25,8 @@ from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
 from ..errors import InputError
-from ..labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, is_identity_like, label_disagreement
+from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
+                      label_disagreement)
 from ..options import Complexity, Pruning
 from ..prune import AUTO_THRESHOLD_SCALE, candidate_mask
 from .datasets import Dataset, Graph
@@ -176,9 +177,10 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
-            rules.append(lambda pairs, pruning=pruning: (
+            scores = feature_class_scores(x, y, train, num_classes)  # once, not at every query
+            rules.append(lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
-                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k)))
+                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores)))
         elif stage == "jaccard":
             rules.append(lambda pairs: torch.from_numpy(
                 feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
