@@ -280,7 +280,8 @@ def report(result: dict) -> str:
     dist = result.get("distributed")
     lines.append("")
     if dist:
-        text = (f"{dist['time_s']:.3g} s, peak RSS per process {', '.join(f'{p:.2f}' for p in dist['peak_rss_gb'])} GB, "
+        peaks = ", ".join(f"{p:.2f}" for p in dist["peak_rss_gb"])
+        text = (f"{dist['time_s']:.3g} s, peak RSS per process {peaks} GB, "
                 f"max |Δ| from 1 process {dist['max_abs_diff']:.2e} (max |score| {dist['max_abs_score']:.2e})"
                 if dist.get("status") == "ok" else cell(dist))
         lines.append(f"2-process gloo run (`kces.distributed`) at {result['distributed_nodes']:,} nodes: {text}.")

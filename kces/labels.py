@@ -50,10 +50,13 @@ def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes:
     xn = torch.nn.functional.normalize(x, dim=1)
     xs = xn[train_nodes]
     targets = torch.nn.functional.one_hot(y[train_nodes], num_classes).to(x.dtype)
+    def ridge(size: int) -> Tensor:
+        return lam * torch.eye(size, dtype=x.dtype, device=x.device)
+
     if xs.shape[0] <= xs.shape[1]:
-        coef = xs.T @ torch.linalg.solve(xs @ xs.T + lam * torch.eye(xs.shape[0], dtype=x.dtype, device=x.device), targets)
+        coef = xs.T @ torch.linalg.solve(xs @ xs.T + ridge(xs.shape[0]), targets)
     else:
-        coef = torch.linalg.solve(xs.T @ xs + lam * torch.eye(xs.shape[1], dtype=x.dtype, device=x.device), xs.T @ targets)
+        coef = torch.linalg.solve(xs.T @ xs + ridge(xs.shape[1]), xs.T @ targets)
     return xn @ coef
 
 
@@ -88,7 +91,8 @@ def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
     small, large = torch.where(small_first, pairs[0], pairs[1]), torch.where(small_first, pairs[1], pairs[0])
     count = degree[small]
     edge = torch.repeat_interleave(torch.arange(pairs.shape[1], device=pairs.device), count)
-    within = torch.arange(edge.numel(), device=pairs.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)  # each edge's first row in `edge`
+    within = torch.arange(edge.numel(), device=pairs.device) - first
     query = large[edge] * n + neighbours[start[small][edge] + within]  # is each neighbour of `small` one of `large`?
     found = keys[torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)] == query
     common = torch.bincount(edge[found], minlength=pairs.shape[1])

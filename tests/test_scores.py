@@ -398,7 +398,8 @@ def test_ntk_kernel_closed_form(theta):
     z = torch.tensor([[1.0, 0.0], [math.cos(theta), math.sin(theta)]], dtype=torch.float64)
     got = ntk_relu_kernel(z)
     # off the diagonal: Θ = cos θ (1 − θ/π) + (sin θ + (π − θ) cos θ)/π
-    expected = math.cos(theta) * (1 - theta / math.pi) + (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / math.pi
+    expected = (math.cos(theta) * (1 - theta / math.pi)
+                + (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / math.pi)
     assert float(got[0, 1]) == pytest.approx(expected, rel=1e-12, abs=1e-14)
     assert float(got[1, 0]) == float(got[0, 1])
     # on the diagonal (u = 1): Θ(1) = 1·κ0(1) + κ1(1) = 1 + 1 = 2, up to the clamp
