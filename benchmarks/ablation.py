@@ -6,13 +6,14 @@ literal reading: prune the 10% highest-KC edges), ``kces-kc-only`` (the KC bound
 check), ``kces-labels-only`` (the label check, no KC bound), ``kces`` (both: the package
 default), ``kces-k2`` (the default with two hops), ``kces-nbr`` (the label check by each
 unlabelled node's neighbourhood-voted top class), ``kces-top2`` (the earlier default: an
-unlabelled node's two best feature classes both count as compatible). Scenarios: clean, Metattack 20%, Nettack 5
-(its target nodes), DICE 20%, and at 20% two attack families each without and with knowledge
-of the variant (``benchmarks/adaptive.py``): training-node insertions (``trainlink``) and
-Meta-Self (``metaself``; its adaptive graphs are shared with ``adaptive.py`` through the cache
-if that ran first: copy ``results/adaptive/cache/*metaself-adaptive*`` here), and the rule-aware
+unlabelled node's two best feature classes both count as compatible). Scenarios: clean,
+Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
+without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
+(``trainlink``), Meta-Self (``metaself``) and PRBCD (``prbcd``, 2 seeds), and the rule-aware
 insertions to other classes' hubs (``trainhub``; ``trainhub-capped`` and ``trainhub-padded``
-under the excess check's bound). Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
+under the excess check's bound). The attacked graphs of the variants the adaptive benchmark also
+runs can be shared through the cache if that ran first: copy ``results/adaptive/cache/*`` here.
+Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
 continues where it stopped.
 
     python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
@@ -29,10 +30,17 @@ from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
 DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-k2", "kces-nbr", "kces-top2"]
-GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.2], nettack_perturbations=[5]),
-         dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5]),
-         dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive", "trainhub",
-                      "trainhub-capped", "trainhub-padded"], rates=[0.2], nettack_perturbations=[5])]
+
+
+def grids(seeds: int) -> list[dict]:
+    """The ablation's grids at ``seeds`` GCN seeds (PRBCD's attacked graphs at 2 at most, as in
+    ``adaptive.py``)."""
+    at_20 = dict(rates=[0.2], nettack_perturbations=[5], seeds=seeds)
+    return [dict(attacks=["meta", "nettack"], rates=[0, 0.2], nettack_perturbations=[5], seeds=seeds),
+            dict(attacks=["dice"], **at_20),
+            dict(attacks=["trainlink", "trainlink-adaptive", "metaself", "metaself-adaptive", "trainhub",
+                          "trainhub-capped", "trainhub-padded"], **at_20),
+            dict(attacks=["prbcd", "prbcd-adaptive"], **{**at_20, "seeds": min(seeds, 2)})]
 
 
 def main() -> int:
@@ -42,8 +50,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    return run_grids(args.out, GRIDS, datasets=args.datasets.split(","), defences=DEFENCES, models=["gcn"],
-                     optimizers=["adam"], seeds=args.seeds)
+    return run_grids(args.out, grids(args.seeds), datasets=args.datasets.split(","), defences=DEFENCES,
+                     models=["gcn"], optimizers=["adam"])
 
 
 if __name__ == "__main__":
