@@ -366,16 +366,16 @@ def test_prbcd_through_the_defence(tiny: Dataset) -> None:
     flips = len(edge_difference(adj, graph.adj)) + len(edge_difference(graph.adj, adj))
     assert 0 < flips <= budget(graph, 0.2)
     assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0 and set(np.unique(adj.data)) == {1.0}
-    assert 0 < len(queries) <= 2 * GRADIENT_ROUNDS
+    assert 0 < len(queries) <= 2 * (2 * GRADIENT_ROUNDS + 1)  # two runs: ≤ 2 a round, 1 to choose between them
     assert (prbcd_through_defence(graph, 0.2, 0, 20, defend) != adj).nnz == 0
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
 
 
 def test_prbcd_leaves_the_pairs_it_is_told_and_what_the_defence_pruned(tiny: Dataset) -> None:
-    """PRBCD told to avoid pairs flips none of them (and without being told it does). Told which
-    pairs the defence always prunes, the attack through the defence also runs avoiding them and
-    every pair the defence pruned in an earlier round, and keeps whichever poisoned graph fools
-    its surrogate more: that one or the blind one."""
+    """PRBCD told to avoid pairs flips none of them (and without being told it does). The attack
+    through the defence runs twice and keeps whichever poisoned graph fools its surrogate more:
+    told which pairs the defence always prunes, its second run avoids them and every pair the
+    defence pruned in an earlier round; else it is the blind run under another seed."""
     from kces.experiments import attacks
     from kces.experiments.attacks import prbcd_through_defence, rbcd_perturbed
 
@@ -401,20 +401,36 @@ def test_prbcd_leaves_the_pairs_it_is_told_and_what_the_defence_pruned(tiny: Dat
                 pruned.append((len(poisoned), int(i), int(j)))
         return sp.csr_matrix(out)
 
-    blind = prbcd_through_defence(graph, 0.2, 0, 20, defend)
-    pruned.clear()
     through, surrogate = attacks.through_defence, attacks._surrogate_accuracy
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attacks, "through_defence", lambda *a: poisoned.append(through(*a)) or poisoned[-1])
         patch.setattr(attacks, "_surrogate_accuracy", lambda *a: accuracies.append(surrogate(*a)) or accuracies[-1])
+        blind = prbcd_through_defence(graph, 0.2, 0, 20, defend)
+        # without a pair rule: the same attack under another seed, the graph the surrogate scores lower kept
+        assert len(poisoned) == 2 and (poisoned[0] != poisoned[1]).nnz > 0
+        assert len(accuracies) == 2 and (blind != poisoned[int(np.argmin(accuracies))]).nnz == 0
+        first = poisoned[0]
+        for log in (poisoned, accuracies, pruned):
+            log.clear()
         aware = prbcd_through_defence(graph, 0.2, 0, 20, defend, avoid)
-    assert len(poisoned) == 2 and (poisoned[0] != blind).nnz == 0
+    assert len(poisoned) == 2 and (poisoned[0] != first).nnz == 0
     assert len(accuracies) == 2 and (aware != poisoned[int(np.argmin(accuracies))]).nnz == 0
     inserted = edge_difference(poisoned[1], graph.adj)
     assert 0 < len(flips(poisoned[1])) <= budget(graph, 0.2) and not avoid(torch.from_numpy(flips(poisoned[1]).T)).any()
     withdrawn = {(i, j) for run, i, j in pruned if run == 1}
     assert withdrawn and not withdrawn & {(int(i), int(j)) for i, j in inserted}
     assert (prbcd_through_defence(graph, 0.2, 0, 20, defend, avoid) != aware).nnz == 0
+
+
+def test_kept_edges_only_of_a_pruning_defence(tiny: Dataset) -> None:
+    """What the defence keeps when it only removes edges; None when it re-weights (SVD)."""
+    from kces.experiments.attacks import kept_edges
+
+    adj = tiny.graph.adj
+    kept = kept_edges(lambda a: apply_edge_stages(("kces",), tiny.graph.with_adj(a), seed=0).adj, adj)
+    assert kept is not None and 0 < kept.nnz < adj.nnz and (kept - kept.multiply(adj)).nnz == 0
+    assert kept_edges(lambda a: apply_edge_stages(("svd",), tiny.graph.with_adj(a), seed=0, svd_rank=5).adj,
+                      adj) is None
 
 
 def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:

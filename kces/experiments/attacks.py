@@ -316,6 +316,13 @@ SeenAttack = Callable[[Graph, int, int, sp.csr_matrix], sp.csr_matrix]
 matrix) → that graph's adjacency after the attack."""
 
 
+def kept_edges(defend: Callable[[sp.csr_matrix], sp.csr_matrix], adj: sp.csr_matrix) -> sp.csr_matrix | None:
+    """The defence's output on ``adj`` when it only removes edges (0/1), else None: a re-weighting
+    defence (SVD) gives the attacker no edge to withdraw and no sparse graph to attack."""
+    kept = sp.csr_matrix(defend(adj))
+    return kept if np.all(kept.data == 1) else None
+
+
 def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
                     attack: SeenAttack) -> sp.csr_matrix:
     """A gradient attack run through the whole pipeline, with the defence in the loop.
@@ -328,19 +335,12 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
     relative to the clean graph. Against a defence that re-weights instead of removing (SVD) it
     is the plain attack on the poisoned graph."""
     clean, count = graph.adj, budget(graph, rate)
-
-    def pruning(adj: sp.csr_matrix) -> sp.csr_matrix | None:
-        """The defence's output when it only removes edges (0/1), else None: a re-weighting
-        defence (SVD) gives the attacker no edge to withdraw and no sparse graph to attack."""
-        kept = sp.csr_matrix(defend(adj))
-        return kept if np.all(kept.data == 1) else None
-
     poisoned = clean.copy()
     withdrawn = sp.csr_matrix(clean.shape, dtype=np.float32)
     for round_ in range(GRADIENT_ROUNDS):
         flips = (poisoned != clean).nnz // 2
         if count > flips:
-            kept = pruning(poisoned)
+            kept = kept_edges(defend, poisoned)
             seen = poisoned if kept is None else kept
             blocked = ((withdrawn + poisoned - seen) > 0).astype(np.float32)
             attacked = attack(graph.with_adj(seen), count - flips, round_, blocked)
@@ -351,7 +351,7 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
             change = added - removed
             poisoned = sp.csr_matrix(poisoned + change + change.T)
             poisoned.eliminate_zeros()
-        kept = pruning(poisoned) if round_ < GRADIENT_ROUNDS - 1 else None
+        kept = kept_edges(defend, poisoned) if round_ < GRADIENT_ROUNDS - 1 else None
         pruned = None
         if kept is not None:  # withdraw the insertions the defence prunes; their budget is spent again
             pruned = sp.triu(poisoned - poisoned.multiply(kept), k=1).multiply(poisoned - clean > 0)
@@ -363,22 +363,33 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
     return poisoned
 
 
+RESTART_SEED = 1000
+"""Added to the seed of the second PRBCD run against a defence with no pair rule
+(:func:`prbcd_through_defence`)."""
+
+
 def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
                           defend: Callable[[sp.csr_matrix], sp.csr_matrix],
                           avoid: PairFilter | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
     """PRBCD (:func:`rbcd_perturbed`, surrogate trained on what the defence keeps, aimed at
-    ``targets``, default the test nodes) through the defence (:func:`through_defence`).
+    ``targets``, default the test nodes) through the defence (:func:`through_defence`), run twice;
+    the attacker keeps the poisoned graph whose defended version (the poisoned graph itself if
+    the defence re-weights, :func:`kept_edges`) leaves a fresh surrogate less accurate on the
+    targets.
 
     Given ``avoid`` (the pairs the defence prunes wherever they are,
-    :func:`~kces.experiments.defences.always_pruned`), the attacker also runs it never flipping
-    those nor a pair the defence pruned in an earlier round, and keeps the poisoned graph whose
-    defended version leaves a fresh surrogate less accurate on the targets (avoiding them narrows
-    PRBCD's search, which is not always better)."""
+    :func:`~kces.experiments.defences.always_pruned`), the second run never flips those nor a pair
+    the defence pruned in an earlier round (avoiding them narrows PRBCD's search, which is not
+    always better); without, it is the same attack under another seed (``+``
+    :data:`RESTART_SEED`), so that every defence faces the same number of attempts."""
     n = graph.num_nodes
     targets = graph.idx_test if targets is None else targets
 
     def blind(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
         return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets)
+
+    def restart(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
+        return rbcd_perturbed(seen, left, seed + RESTART_SEED + round_, epochs, targets=targets)
 
     def aware(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
         upper = sp.triu(blocked, k=1).tocoo()  # blocked is symmetric
@@ -386,12 +397,12 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
         return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
             torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
 
-    strategies = [blind] if avoid is None else [blind, aware]
-    poisoned = [through_defence(graph, rate, defend, attack) for attack in strategies]
-    if len(poisoned) == 1:
-        return poisoned[0]
-    return poisoned[int(np.argmin([_surrogate_accuracy(graph.with_adj(defend(adj)), seed, epochs, targets)
-                                   for adj in poisoned]))]
+    def accuracy_after_defence(adj: sp.csr_matrix) -> float:  # the surrogate's, on what the victim trains on
+        kept = kept_edges(defend, adj)
+        return _surrogate_accuracy(graph.with_adj(adj if kept is None else kept), seed, epochs, targets)
+
+    poisoned = [through_defence(graph, rate, defend, attack) for attack in (blind, restart if avoid is None else aware)]
+    return poisoned[int(np.argmin([accuracy_after_defence(adj) for adj in poisoned]))]
 
 
 def _surrogate_accuracy(graph: Graph, seed: int, epochs: int, nodes: np.ndarray) -> float:
