@@ -50,13 +50,11 @@ def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes:
     xn = torch.nn.functional.normalize(x, dim=1)
     xs = xn[train_nodes]
     targets = torch.nn.functional.one_hot(y[train_nodes], num_classes).to(x.dtype)
-    def ridge(size: int) -> Tensor:
-        return lam * torch.eye(size, dtype=x.dtype, device=x.device)
-
+    ridge = lam * torch.eye(min(xs.shape), dtype=x.dtype, device=x.device)  # the smaller system's size
     if xs.shape[0] <= xs.shape[1]:
-        coef = xs.T @ torch.linalg.solve(xs @ xs.T + ridge(xs.shape[0]), targets)
+        coef = xs.T @ torch.linalg.solve(xs @ xs.T + ridge, targets)
     else:
-        coef = torch.linalg.solve(xs.T @ xs + ridge(xs.shape[1]), xs.T @ targets)
+        coef = torch.linalg.solve(xs.T @ xs + ridge, xs.T @ targets)
     return xn @ coef
 
 
