@@ -392,8 +392,7 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
         return rbcd_perturbed(seen, left, seed + RESTART_SEED + round_, epochs, targets=targets)
 
     def aware(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
-        upper = sp.triu(blocked, k=1).tocoo()  # blocked is symmetric
-        done = torch.from_numpy(upper.row.astype(np.int64) * n + upper.col)
+        done = torch.tensor(sorted(edge_keys(blocked)), dtype=torch.int64)
         return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
             torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
 
