@@ -25,6 +25,11 @@ def tiny(tmp_path: Path) -> Dataset:
     return load_dataset(str(write_tiny_npz(tmp_path / "tiny.npz")))
 
 
+def flipped(adj: sp.spmatrix, base: sp.spmatrix) -> np.ndarray:
+    """(k, 2) the pairs ``adj`` inserts into ``base``, then those it deletes."""
+    return np.concatenate([edge_difference(adj, base), edge_difference(base, adj)])
+
+
 def test_tiny_dataset_split(tiny: Dataset) -> None:
     graph = tiny.graph
     assert tiny.name == "tiny" and tiny.key.startswith("tiny-") and not tiny.featureless
@@ -67,7 +72,7 @@ def test_rbcd_attack_changes_edges_and_is_cached(tiny: Dataset, tmp_path: Path, 
     monkeypatch.setitem(attacks.LIVE_ATTACKS, attack, lambda *args: calls.append(args) or original(*args))
     graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
     attacked = graphs.get(tiny, attack, 0.05, seed=0)
-    flips = len(edge_difference(attacked.adj, tiny.graph.adj)) + len(edge_difference(tiny.graph.adj, attacked.adj))
+    flips = len(flipped(attacked.adj, tiny.graph.adj))
     assert 0 < flips <= budget(tiny.graph, 0.05) and (attacked.adj != attacked.adj.T).nnz == 0
     assert (tmp_path / "cache" / f"{tiny.key}_{attack}_0.05_0.npz").is_file()
     again = AttackedGraphs(tmp_path / "cache", epochs=10).get(tiny, attack, 0.05, seed=0)
@@ -363,7 +368,7 @@ def test_prbcd_through_the_defence(tiny: Dataset) -> None:
 
     adj = prbcd_through_defence(graph, 0.2, 0, 20, defend)
     assert (graph.adj != before).nnz == 0
-    flips = len(edge_difference(adj, graph.adj)) + len(edge_difference(graph.adj, adj))
+    flips = len(flipped(adj, graph.adj))
     assert 0 < flips <= budget(graph, 0.2)
     assert (adj != adj.T).nnz == 0 and adj.diagonal().sum() == 0 and set(np.unique(adj.data)) == {1.0}
     assert 0 < len(queries) <= 2 * (2 * GRADIENT_ROUNDS + 1)  # two runs: ≤ 2 a round, 1 to choose between them
@@ -384,11 +389,8 @@ def test_prbcd_leaves_the_pairs_it_is_told_and_what_the_defence_pruned(tiny: Dat
     def avoid(pairs):  # pairs of two even nodes
         return (pairs[0] % 2 == 0) & (pairs[1] % 2 == 0)
 
-    def flips(adj):
-        return np.concatenate([edge_difference(adj, graph.adj), edge_difference(graph.adj, adj)])
-
-    assert avoid(torch.from_numpy(flips(rbcd_perturbed(graph, 12, 0, 20)).T)).any()
-    told = flips(rbcd_perturbed(graph, 12, 0, 20, avoid=avoid))
+    assert avoid(torch.from_numpy(flipped(rbcd_perturbed(graph, 12, 0, 20), graph.adj).T)).any()
+    told = flipped(rbcd_perturbed(graph, 12, 0, 20, avoid=avoid), graph.adj)
     assert len(told) == 12 and not avoid(torch.from_numpy(told.T)).any()
 
     poisoned, accuracies, pruned = [], [], []
@@ -416,7 +418,8 @@ def test_prbcd_leaves_the_pairs_it_is_told_and_what_the_defence_pruned(tiny: Dat
     assert len(poisoned) == 2 and (poisoned[0] != first).nnz == 0
     assert len(accuracies) == 2 and (aware != poisoned[int(np.argmin(accuracies))]).nnz == 0
     inserted = edge_difference(poisoned[1], graph.adj)
-    assert 0 < len(flips(poisoned[1])) <= budget(graph, 0.2) and not avoid(torch.from_numpy(flips(poisoned[1]).T)).any()
+    second = flipped(poisoned[1], graph.adj)
+    assert 0 < len(second) <= budget(graph, 0.2) and not avoid(torch.from_numpy(second.T)).any()
     withdrawn = {(i, j) for run, i, j in pruned if run == 1}
     assert withdrawn and not withdrawn & {(int(i), int(j)) for i, j in inserted}
     assert (prbcd_through_defence(graph, 0.2, 0, 20, defend, avoid) != aware).nnz == 0
@@ -441,7 +444,7 @@ def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:
     assert (at_test != rbcd_perturbed(graph, 10, 0, 20, targets=graph.idx_test)).nnz == 0
     assert (at_val != rbcd_perturbed(graph, 10, 0, 20, targets=graph.idx_val)).nnz == 0
     assert (at_val != at_test).nnz > 0
-    assert len(edge_difference(at_val, graph.adj)) + len(edge_difference(graph.adj, at_val)) == 10
+    assert len(flipped(at_val, graph.adj)) == 10
     with pytest.raises(ValueError, match="avoid is for PRBCD"):
         rbcd_perturbed(graph, 10, 0, 20, greedy=True, avoid=lambda pairs: pairs[0] == 0)
 
@@ -540,7 +543,7 @@ def test_meta_self_through_the_defence(tiny: Dataset) -> None:
 
     adj = meta_self_through_defence(graph, 0.2, 0, 0, defend)
     assert (graph.adj != before).nnz == 0 and len(queries) >= 4
-    flips = len(edge_difference(adj, graph.adj)) + len(edge_difference(graph.adj, adj))
+    flips = len(flipped(adj, graph.adj))
     assert 0 < flips <= budget(graph, 0.2) and (adj != adj.T).nnz == 0
     assert (meta_self_through_defence(graph, 0.2, 0, 0, defend) != adj).nnz == 0
     assert _meta_self_loss(graph, adj) > _meta_self_loss(graph, graph.adj)
@@ -571,10 +574,10 @@ def test_meta_self_through_the_defence_told_what_it_always_prunes(tiny: Dataset)
         adj = meta_self_through_defence(graph, 0.2, 0, 0, defend, avoid)
     assert len(poisoned) == 3
     for k, strategy in enumerate(poisoned):
-        flipped = np.concatenate([edge_difference(strategy, graph.adj), edge_difference(graph.adj, strategy)])
-        assert 0 < len(flipped) <= budget(graph, 0.2)
-        assert avoid(torch.from_numpy(flipped.T)).any() == (k == 0)  # the blind strategy flips flagged pairs
-        assert k != 1 or not (train[flipped[:, 0]] | train[flipped[:, 1]]).any()
+        pairs = flipped(strategy, graph.adj)
+        assert 0 < len(pairs) <= budget(graph, 0.2)
+        assert avoid(torch.from_numpy(pairs.T)).any() == (k == 0)  # the blind strategy flips flagged pairs
+        assert k != 1 or not (train[pairs[:, 0]] | train[pairs[:, 1]]).any()
     objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
     assert (adj != poisoned[int(np.argmax([objective.value(defend(a)) for a in poisoned]))]).nnz == 0
 
