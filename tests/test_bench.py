@@ -74,7 +74,7 @@ def test_rbcd_attack_changes_edges_and_is_cached(tiny: Dataset, tmp_path: Path, 
     attacked = graphs.get(tiny, attack, 0.05, seed=0)
     flips = len(flipped(attacked.adj, tiny.graph.adj))
     assert 0 < flips <= budget(tiny.graph, 0.05) and (attacked.adj != attacked.adj.T).nnz == 0
-    assert (tmp_path / "cache" / f"{tiny.key}_{attack}_0.05_0.npz").is_file()
+    assert (tmp_path / "cache" / f"{tiny.key}_{attack}_v1_0.05_0.npz").is_file()
     again = AttackedGraphs(tmp_path / "cache", epochs=10).get(tiny, attack, 0.05, seed=0)
     assert len(calls) == 1 and (again.adj != attacked.adj).nnz == 0  # read from the cache, not recomputed
     fresh = AttackedGraphs(tmp_path / "other", epochs=10).get(tiny, attack, 0.05, seed=0)
@@ -301,7 +301,25 @@ def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) 
     graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "jaccard", defend)
     assert len(calls) == 2 * count
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
-        f"{tiny.key}_trainlink-adaptive_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_0.1_0_kces.npz"]
+        f"{tiny.key}_trainlink-adaptive_v1_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_v1_0.1_0_kces.npz"]
+
+
+def test_a_new_attack_version_attacks_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:
+    """A graph an earlier version of an attack cached is never read as the current version's."""
+    assert set(attacks.ATTACK_VERSIONS) == set(attacks.LIVE_ATTACKS) | set(attacks.ADAPTIVE_ATTACKS)
+    calls = []
+    original = attacks.LIVE_ATTACKS["dice"]
+    monkeypatch.setitem(attacks.LIVE_ATTACKS, "dice", lambda *args: calls.append(args) or original(*args))
+    graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
+    graphs.get(tiny, "dice", 0.1, seed=0)
+    graphs.get(tiny, "dice", 0.1, seed=0)
+    assert len(calls) == 1
+    monkeypatch.setitem(attacks.ATTACK_VERSIONS, "dice", 2)
+    graphs.get(tiny, "dice", 0.1, seed=0)
+    assert len(calls) == 2
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        f"{tiny.key}_dice_v1_0.1_0.npz", f"{tiny.key}_dice_v2_0.1_0.npz"]
+    assert graphs.key(tiny, "meta", 0.2, seed=3) == f"{tiny.key}_meta_0.2"  # a published file has no version
 
 
 def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeypatch) -> None:
@@ -337,19 +355,19 @@ def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monke
     assert run_grids(tmp_path / "first", [grid], cache=cache) == 0
     old_key = defences.edge_stages_key(("kces",))
     # kces+rgcn shares the graph of kces
-    assert [p.name for p in cache.iterdir()] == [f"{tiny.key}_trainlink-adaptive_0.1_0_{old_key}.npz"]
+    assert [p.name for p in cache.iterdir()] == [f"{tiny.key}_trainlink-adaptive_v1_0.1_0_{old_key}.npz"]
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(label_top_k=2), Complexity()))
     new_key = defences.edge_stages_key(("kces",))
     assert run_grids(tmp_path / "second", [grid], cache=cache) == 0
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        f"{tiny.key}_trainlink-adaptive_0.1_0_{key}.npz" for key in (old_key, new_key))
+        f"{tiny.key}_trainlink-adaptive_v1_0.1_0_{key}.npz" for key in (old_key, new_key))
 
 
 def test_seedless_attacks_share_one_graph_across_seeds(tiny: Dataset, tmp_path: Path) -> None:
     graphs = AttackedGraphs(tmp_path / "cache", epochs=10)
     first, second = (graphs.get(tiny, "metaself", 0.1, seed) for seed in (0, 1))
     assert (first.adj != second.adj).nnz == 0 and (first.adj != tiny.graph.adj).nnz > 0
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{tiny.key}_metaself_0.1.npz"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{tiny.key}_metaself_v1_0.1.npz"]
 
 
 def test_prbcd_through_the_defence(tiny: Dataset) -> None:

@@ -477,21 +477,31 @@ without ``-adaptive``. PRBCD and Meta-Self are told which pairs the defence alwa
 training-node attack picks targets the label check accepts itself."""
 
 
+ATTACK_VERSIONS: dict[str, int] = {
+    "dice": 1, "random": 1, "prbcd": 1, "grbcd": 1, "trainlink": 1, "trainhub": 1, "trainhub-capped": 1,
+    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "prbcd-adaptive": 1, "metaself-adaptive": 1}
+"""live or adaptive attack → version of the graphs it makes, part of their cache key: raise it with
+every change that alters them, so that no graph an earlier version cached is read as this one's."""
+
+
 class AttackedGraphs:
     """Attacked graphs for the cells: pre-perturbed ones read once and kept, live ones computed
-    once and cached as ``{cache}/{dataset key}_{attack}_{rate}_{seed}.npz`` (adaptive ones with
-    ``_{defence}``: the key of the edge stages they attacked,
-    :func:`~kces.experiments.defences.edge_stages_key`)."""
+    once and cached as ``{cache}/{dataset key}_{attack}_v{version}_{rate}_{seed}.npz``
+    (:data:`ATTACK_VERSIONS`; adaptive ones with ``_{defence}``: the key of the edge stages they
+    attacked, :func:`~kces.experiments.defences.edge_stages_key`)."""
 
     def __init__(self, cache: Path, epochs: int, root: str | os.PathLike | None = None):
         self.cache, self.epochs, self.root = cache, epochs, root
         self._preperturbed: dict[tuple[str, str, float], Graph] = {}
 
     def key(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none") -> str:
-        """File name stem of this attacked graph (the seed only for live attacks that use it,
-        ``defence``, the key of the attacked edge stages, only for adaptive ones)."""
-        stem = f"{dataset.key}_{attack}_{rate:g}"
-        if attack in LIVE + ADAPTIVE and attack not in SEEDLESS:
+        """File name stem of this attacked graph: the version only for computed (live and adaptive)
+        attacks, the seed only for those that use it, ``defence``, the key of the attacked edge
+        stages, only for adaptive ones."""
+        if attack not in LIVE + ADAPTIVE:
+            return f"{dataset.key}_{attack}_{rate:g}"
+        stem = f"{dataset.key}_{attack}_v{ATTACK_VERSIONS[attack]}_{rate:g}"
+        if attack not in SEEDLESS:
             stem = f"{stem}_{seed}"
         return f"{stem}_{defence}" if attack in ADAPTIVE else stem
 
