@@ -476,7 +476,7 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     rows, cols = np.triu_indices(graph.num_nodes, k=1)
     absent = np.asarray(graph.adj[rows, cols]).ravel() == 0
     pairs = torch.from_numpy(np.stack([rows[absent], cols[absent]]))
-    for stages in [("kces",), ("jaccard",), ("kces", "jaccard")]:
+    for stages in [("kces",), ("kces-nbr",), ("jaccard",), ("kces", "jaccard")]:
         flagged = always_pruned(stages, graph)(pairs)
         assert 0 < int(flagged.sum()) < pairs.shape[1]
         u, v = pairs[:, flagged].numpy()
@@ -484,6 +484,8 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
                                               (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
         assert np.asarray(kept[u, v]).ravel().sum() == 0
+    # kces-nbr labels by the graph's neighbourhoods, not by the features alone
+    assert not torch.equal(always_pruned(("kces-nbr",), graph)(pairs), always_pruned(("kces",), graph)(pairs))
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)

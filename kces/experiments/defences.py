@@ -25,8 +25,9 @@ from scipy.sparse.linalg import svds
 
 from ..adapters import sanitize_adj
 from ..errors import InputError
+from ..graph import node_mask
 from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
-                      label_disagreement)
+                      label_disagreement, neighbourhood_scores)
 from ..options import Complexity, Pruning
 from ..prune import AUTO_THRESHOLD_SCALE, candidate_mask
 from .datasets import Dataset, Graph
@@ -168,9 +169,10 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     pairs they prune wherever those pairs stand in ``graph`` (on its features and labels alone),
     as a function of (2, b) int64 pairs → (b,) bool; None if no stage has such a rule. A KCES
     stage's label check on a graph with features (a pair at a training node whose labels
-    disagree, :func:`kces.labels.label_disagreement` with feature labels — for ``kces-nbr`` too,
-    whose neighbourhood labels also depend on the graph); Jaccard's feature similarity below its
-    threshold. The KC bound, the featureless checks and SVD depend on the whole graph: not here."""
+    disagree, :func:`kces.labels.label_disagreement`; ``kces-nbr``'s neighbourhood labels are
+    those of ``graph``: edges at training nodes cast no vote, so they stand for every graph with
+    the same edges between unlabelled nodes); Jaccard's feature similarity below its threshold.
+    The KC bound, the featureless checks and SVD depend on the whole graph: not here."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
     rules = []
@@ -178,6 +180,10 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
             scores = feature_class_scores(x, y, train, num_classes)  # once, not at every query
+            if pruning.label_source == "neighbourhood":
+                upper = sp.triu(graph.adj, k=1).tocoo()
+                edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+                scores = neighbourhood_scores(edges, scores, node_mask(train, graph.num_nodes))
             rules.append(lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
                 & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores)))
