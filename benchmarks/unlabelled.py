@@ -15,8 +15,7 @@ through each rule told the pairs its graph-free part prunes — the default's la
 training nodes, the candidates' disagreeing unlabelled pairs below the cosine bound (``cn0``
 needs the graph, so that attacker avoids every disagreeing unlabelled pair) — as the
 benchmark's ``prbcd-adaptive`` now runs it. About 20 minutes per dataset on one core. Writes
-``results/unlabelled.json`` (its "through each rule" rows date from when that attack made one
-attempt; it now makes two, so a rerun changes them).
+``results/unlabelled.json``.
 
     python benchmarks/unlabelled.py [--datasets cora,citeseer] [--seeds 3]
 """
