@@ -1,12 +1,13 @@
 """Which part of the KCES rule defends? GCN accuracy for the variants of the pruning rule in
 ``kces.experiments.defences.KCES_VARIANTS`` — a front-end to the ``kces bench`` runner.
 
-Variants (first-order KC, linear kernel, S = training nodes): ``kces-top10`` (the paper's
-literal reading: prune the 10% highest-KC edges), ``kces-kc-only`` (the KC bound, no label
-check), ``kces-labels-only`` (the label check, no KC bound), ``kces`` (both: the package
-default), ``kces-k2`` (the default with two hops), ``kces-nbr`` (the label check by each
-unlabelled node's neighbourhood-voted top class), ``kces-top2`` (the earlier default: an
-unlabelled node's two best feature classes both count as compatible). Scenarios: clean,
+Variants (first-order KC, linear kernel, S = training nodes): ``kces`` (the package default:
+the KC bound and the label check by each unlabelled node's neighbourhood-voted top class) and,
+of the rule with graph-free feature labels (``kces-features``, the default before),
+``kces-top10`` (the paper's literal reading: prune the 10% highest-KC edges), ``kces-kc-only``
+(the KC bound, no label check), ``kces-labels-only`` (the label check, no KC bound),
+``kces-k2`` (two hops), ``kces-top2`` (the default before that: an unlabelled node's two best
+feature classes both count as compatible). Scenarios: clean,
 Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
 without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
 (``trainlink``), Meta-Self (``metaself``) and PRBCD (``prbcd``, 2 seeds), and the rule-aware
@@ -29,7 +30,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-k2", "kces-nbr", "kces-top2"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-features", "kces-k2", "kces-top2"]
 
 
 def grids(seeds: int) -> list[dict]:

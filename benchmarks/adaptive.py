@@ -39,7 +39,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-features"]
 
 
 def main() -> int:

@@ -1,8 +1,10 @@
 """Labels for the nodes KCES reasons about.
 
-Training nodes carry their true labels. Every other node gets a *graph-free* label:
-kernel ridge regression on its own (unit-norm) features against the training nodes. It
-never looks at the edges, so an attacker who only edits edges cannot move it.
+Training nodes carry their true labels. Every other node gets a label from kernel ridge
+regression on (unit-norm) features against the training nodes: by default its own class scores
+plus the mean of its unlabelled neighbours' (:func:`neighbourhood_scores`; edges at training
+nodes cast no vote, so an attacker's edges there cannot move it), or its own alone, *graph-free*
+(an attacker who only edits edges cannot move it at all; ``label_source="features"``).
 
 A featureless graph has no such label: there a node's neighbourhood stands in for its
 features (with identity features the propagated features ``ÂX = Â`` *are* the neighbourhoods),

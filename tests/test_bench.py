@@ -469,23 +469,27 @@ def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:
 
 def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset) -> None:
     """Every pair it flags, inserted into the graph, is pruned by the stages; none for stages
-    whose pruning depends on the whole graph."""
+    whose pruning depends on the whole graph. Under KCES then Jaccard only at training nodes:
+    unlabelled pairs that Jaccard prunes would still vote in the KCES stage before it."""
     from kces.experiments.defences import always_pruned, jaccard_prune
 
     graph = tiny.graph
     rows, cols = np.triu_indices(graph.num_nodes, k=1)
     absent = np.asarray(graph.adj[rows, cols]).ravel() == 0
     pairs = torch.from_numpy(np.stack([rows[absent], cols[absent]]))
-    for stages in [("kces",), ("kces-nbr",), ("jaccard",), ("kces", "jaccard")]:
+    at_training = torch.from_numpy(graph.train_mask[rows[absent]] | graph.train_mask[cols[absent]])
+    for stages in [("kces",), ("kces-features",), ("jaccard",), ("kces", "jaccard")]:
         flagged = always_pruned(stages, graph)(pairs)
+        if stages == ("kces", "jaccard"):
+            flagged &= at_training
         assert 0 < int(flagged.sum()) < pairs.shape[1]
         u, v = pairs[:, flagged].numpy()
         inserted = graph.adj + sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32),
                                               (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
         assert np.asarray(kept[u, v]).ravel().sum() == 0
-    # kces-nbr labels by the graph's neighbourhoods, not by the features alone
-    assert not torch.equal(always_pruned(("kces-nbr",), graph)(pairs), always_pruned(("kces",), graph)(pairs))
+    # the default labels by the graph's neighbourhoods, not by the features alone
+    assert not torch.equal(always_pruned(("kces",), graph)(pairs), always_pruned(("kces-features",), graph)(pairs))
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
