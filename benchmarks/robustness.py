@@ -3,8 +3,8 @@ without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
 nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
-KCES, KCES+Jaccard and the feature-label variant ``kces-features`` (the earlier default); GCN trained as
-DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
+KCES, KCES+Jaccard and the feature-label variant ``kces-features`` (the earlier default); GCN
+trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
 
