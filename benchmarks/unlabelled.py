@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import normalize
 
-from kces import sanitize_adj
+from kces import Pruning, sanitize_adj
 from kces.experiments.attacks import rbcd_perturbed, budget, prbcd_through_defence
 from kces.experiments.datasets import Graph
 from kces.experiments.defences import always_pruned
@@ -46,6 +46,9 @@ RULES: dict[str, tuple[bool, float | None] | None] = {
     "disagree, cn0, cos<0.1": (True, 0.1), "disagree, cos<0.05": (False, 0.05)}
 """name → what the candidate adds to the default: (also require no common neighbour, cosine bound
 or None); None: nothing."""
+BASE = Pruning(label_source="features")
+"""The rule the candidates add to: feature labels, the default when this was measured (the default
+votes with the unlabelled neighbours since, ``selection_adaptive.py``)."""
 
 
 def unlabelled_disagreement(graph: Graph,
@@ -66,11 +69,11 @@ def unlabelled_disagreement(graph: Graph,
 
 
 def rule(graph: Graph, no_common: bool, cosine_below: float | None) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
-    """adj → the default's output less the edges the candidate flags."""
+    """adj → :data:`BASE`'s output less the edges the candidate flags."""
     flags = unlabelled_disagreement(graph, cosine_below)
 
     def defend(adj: sp.csr_matrix) -> sp.csr_matrix:
-        kept = sp.triu(sanitize_adj(adj, graph.features, graph.labels, graph.idx_train), k=1).tocoo()
+        kept = sp.triu(sanitize_adj(adj, graph.features, graph.labels, graph.idx_train, pruning=BASE), k=1).tocoo()
         flagged = flags(kept.row, kept.col)
         if no_common:
             flagged &= np.asarray(adj[kept.row].multiply(adj[kept.col]).sum(1)).ravel() == 0
@@ -93,11 +96,11 @@ def main() -> int:
         rate = 0.2 * clean.idx_val.size / clean.idx_test.size
         graphs["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                              targets=clean.idx_val))
-        default_flags = always_pruned(("kces",), clean)
+        default_flags = always_pruned(("kces-features",), clean)
         for rule_name, added in RULES.items():
             if added is None:
-                defend, avoid = (lambda adj: sanitize_adj(adj, clean.features, clean.labels, clean.idx_train),
-                                 default_flags)
+                defend, avoid = (lambda adj: sanitize_adj(adj, clean.features, clean.labels, clean.idx_train,
+                                                          pruning=BASE), default_flags)
             else:
                 defend, flags = rule(clean, *added), unlabelled_disagreement(clean, added[1])
                 avoid = (lambda pairs, flags=flags: default_flags(pairs)
