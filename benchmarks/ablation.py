@@ -7,7 +7,8 @@ of the rule with graph-free feature labels (``kces-features``, the default befor
 ``kces-top10`` (the paper's literal reading: prune the 10% highest-KC edges), ``kces-kc-only``
 (the KC bound, no label check), ``kces-labels-only`` (the label check, no KC bound),
 ``kces-k2`` (two hops), ``kces-top2`` (the default before that: an unlabelled node's two best
-feature classes both count as compatible). Scenarios: clean,
+feature classes both count as compatible); and ``kces-nbr-labels-only`` (the default's label
+check, no KC bound). Scenarios: clean,
 Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
 without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
 (``trainlink``), Meta-Self (``metaself``) and PRBCD (``prbcd``, 2 seeds), and the rule-aware
@@ -30,7 +31,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-features", "kces-k2", "kces-top2"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-features", "kces-k2", "kces-top2",
+            "kces-nbr-labels-only"]
 
 
 def grids(seeds: int) -> list[dict]:

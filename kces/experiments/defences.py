@@ -43,14 +43,16 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces-labels-only": (Pruning(threshold=None, label_source="features"), Complexity()),
     "kces-k2": (Pruning(label_source="features"), Complexity(k=2)),
     "kces-top2": (Pruning(label_top_k=2, label_source="features"), Complexity()),
+    "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood"), Complexity()),
 }
 """The package default (neighbourhood-voted labels) and the variants of the ablation
 (``benchmarks/ablation.py``), each of the rule with feature labels, the default until the
 adaptive attacks chose otherwise (``benchmarks/selection_adaptive.py``): that rule itself, the
 paper's literal reading (the 10% highest-KC edges), the KC bound without the label check, the
 label check without the KC bound, the rule with two hops, and the default before it, whose label
-check accepted an unlabelled node's two best feature classes. Their settings are spelled out, so
-that their keys (:func:`edge_stages_key`) do not move with the package default."""
+check accepted an unlabelled node's two best feature classes; and the default's own label check
+without the KC bound. Their settings are spelled out, so that their keys
+(:func:`edge_stages_key`) do not move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
 JACCARD_THRESHOLD = 0.01

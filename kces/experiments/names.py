@@ -12,7 +12,7 @@ SEEDLESS = ("trainhub", "trainhub-capped", "trainhub-padded", "metaself", "metas
 seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
 EDGE_STAGES = ("kces", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-top2",
-               "jaccard", "svd")
+               "kces-nbr-labels-only", "jaccard", "svd")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")
