@@ -5,10 +5,11 @@ The default labels an unlabelled node u by its feature class scores plus the mea
 unlabelled neighbours' (``kces.labels.neighbourhood_scores``), and prunes an edge from a class-c
 training node to u when that label is not c. The attacker (who knows every label, like
 ``trainlink``) takes the training nodes in turn; for each, among 60 random unlabelled nodes u of
-another class (seeded), it picks the one that needs the fewest *helper* edges — from u to
-unlabelled nodes whose feature label is c, strongest first, at most 3 — for u's vote to become c,
-inserts those and the training-node edge, and goes on until the budget (20% of the edges) is
-spent. GCN test and validation accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) with no
+another class not targeted before (seeded), it picks the one that needs the fewest *helper* edges
+— from u to unlabelled nodes whose feature label is c, strongest first, never a node targeted
+before (its vote would move), at most 3 — for u's vote to become c, inserts those and the
+training-node edge, and goes on until the budget (20% of the edges) is spent or a whole round of
+training nodes finds no such node within what is left. GCN test and validation accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) with no
 defence, the default and the feature-label rule (``kces-features``), and the share of the
 inserted training-node and helper edges each keeps. About 2 minutes per dataset on one core.
 Writes ``results/vote_attack.json``.
@@ -52,29 +53,32 @@ def vote_attack(graph: Graph, seed: int = 0) -> tuple[sp.csr_matrix, int]:
         voters = [v for v in adj.rows[u] if not labelled[v]] + extra
         return int((scores[u] + (scores[voters].mean(0) if voters else 0)).argmax())
 
-    spent, links, budget_left, turn = 0, 0, budget(graph, RATE), 0
-    while spent < budget_left:
+    spent, links, budget_left, turn, misses = 0, 0, budget(graph, RATE), 0, 0
+    targeted = np.zeros(graph.num_nodes, dtype=bool)  # never moved again, nor used as a helper
+    while spent < budget_left and misses < graph.idx_train.size:  # stop after a round without a link
         t = int(graph.idx_train[turn % graph.idx_train.size])
         c, turn = labels[t], turn + 1
         best = None
-        for u in rng.choice(np.flatnonzero(~labelled & (labels != c)), SAMPLE, replace=False):
-            if adj[t, u]:
-                continue
+        targets = np.flatnonzero(~labelled & ~targeted & (labels != c))
+        if targets.size == 0:
+            break
+        for u in rng.choice(targets, min(SAMPLE, targets.size), replace=False):
             extra: list[int] = []
             for h in helpers[c]:
                 if label(u, extra) == c or len(extra) == MAX_HELPERS:
                     break
-                if h != u and not adj[u, h]:
+                if h != u and not targeted[h] and not adj[u, h]:
                     extra.append(int(h))
             if label(u, extra) == c and (best is None or len(extra) < len(best[1])):
                 best = (int(u), extra)
-        if best is None:
+        if best is None or spent + 1 + len(best[1]) > budget_left:
+            misses += 1
             continue
-        if spent + 1 + len(best[1]) > budget_left:
-            break
+        misses = 0
         u, extra = best
         for v in [*extra, t]:
             adj[u, v] = adj[v, u] = 1
+        targeted[u] = True
         spent, links = spent + 1 + len(extra), links + 1
     return sp.csr_matrix(adj), links
 

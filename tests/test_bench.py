@@ -662,3 +662,34 @@ def test_meta_self_on_cuda(tiny: Dataset) -> None:
     adj = meta_self(graph.adj, objective, count, per_step=count // 4 + 1)
     assert (adj != graph.adj).nnz == 2 * count and (adj != adj.T).nnz == 0
     assert objective.value(adj) > objective.value(graph.adj) + 0.01
+
+
+def test_vote_attack_moves_the_vote_then_links_the_training_node(tiny: Dataset) -> None:
+    """``benchmarks/vote_attack.py``: within the budget, deterministic, the input untouched, and
+    every training-node edge it inserts passes the default's neighbourhood label check."""
+    import importlib.util
+
+    from kces.labels import label_disagreement
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vote_attack.py"
+    spec = importlib.util.spec_from_file_location("vote_attack", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    graph = tiny.graph
+    before = graph.adj.copy()
+    adj, links = module.vote_attack(graph, seed=0)
+    assert (graph.adj != before).nnz == 0
+    inserted = edge_difference(adj, graph.adj)
+    assert 0 < links <= len(inserted) <= budget(graph, module.RATE) and edge_difference(graph.adj, adj).size == 0
+    again, _ = module.vote_attack(graph, seed=0)
+    assert (again != adj).nnz == 0
+    at_training = graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]
+    assert at_training.sum() == links
+    upper = sp.triu(adj, k=1).tocoo()
+    pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+    flagged = label_disagreement(pairs, torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
+                                 torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1,
+                                 source="neighbourhood")
+    flagged_keys = set((upper.row[flagged.numpy()] * graph.num_nodes + upper.col[flagged.numpy()]).tolist())
+    trained = inserted[at_training]
+    assert not flagged_keys & set((trained.min(1) * graph.num_nodes + trained.max(1)).tolist())
