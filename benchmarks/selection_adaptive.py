@@ -31,7 +31,7 @@ import torch
 
 from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defence, rbcd_perturbed
 from kces.experiments.datasets import load_dataset
-from kces.experiments.defences import always_pruned, apply_edge_stages, edge_stages_key, parse_defence
+from kces.experiments.defences import always_pruned, apply_edge_stages, edge_defence, edge_stages_key, parse_defence
 from kces.experiments.models import EPOCHS
 from selection import measure, scenarios
 
@@ -59,11 +59,7 @@ def main() -> int:
                                                              targets=clean.idx_val))
         for candidate in CANDIDATES:
             stages = parse_defence(candidate)
-
-            def defend(adj, stages=stages):
-                return apply_edge_stages(stages, clean.with_adj(adj), 0).adj
-
-            key, avoid = edge_stages_key(stages), always_pruned(stages, clean)
+            defend, key, avoid = edge_defence(stages, clean, 0), edge_stages_key(stages), always_pruned(stages, clean)
             attacked = dict(shared)
             for attack in ("metaself-adaptive", "trainlink-adaptive"):
                 attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid)

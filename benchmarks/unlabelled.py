@@ -32,10 +32,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import normalize
 
-from kces import Pruning, sanitize_adj
+from kces import sanitize_adj
 from kces.experiments.attacks import rbcd_perturbed, budget, prbcd_through_defence
 from kces.experiments.datasets import Graph
-from kces.experiments.defences import always_pruned
+from kces.experiments.defences import KCES_VARIANTS, always_pruned
 from kces.experiments.models import EPOCHS
 from kces.labels import feature_class_scores
 from selection import measure, scenarios
@@ -46,7 +46,7 @@ RULES: dict[str, tuple[bool, float | None] | None] = {
     "disagree, cn0, cos<0.1": (True, 0.1), "disagree, cos<0.05": (False, 0.05)}
 """name → what the candidate adds to the default: (also require no common neighbour, cosine bound
 or None); None: nothing."""
-BASE = Pruning(label_source="features")
+BASE = KCES_VARIANTS["kces-features"][0]
 """The rule the candidates add to: feature labels, the default when this was measured (the default
 votes with the unlabelled neighbours since, ``selection_adaptive.py``)."""
 

@@ -168,6 +168,13 @@ def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank
     return Defended(adj=sp.csr_matrix(adj), pruned=pruned, seconds=time.perf_counter() - start)
 
 
+def edge_defence(stages: tuple[str, ...], graph: Graph, seed: int,
+                 svd_rank: int = SVD_RANK) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
+    """What an adaptive attacker runs: (n, n) adjacency → what the edge stages of ``stages`` keep
+    of it, on ``graph``'s features, labels and split (:func:`apply_edge_stages`)."""
+    return lambda adj: apply_edge_stages(stages, graph.with_adj(adj), seed, svd_rank).adj
+
+
 def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What a rule-aware attacker reads in the code of the edge stages of ``stages``: the node
     pairs they prune wherever those pairs stand in ``graph`` (on its features and labels alone),

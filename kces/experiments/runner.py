@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 from tqdm import tqdm
@@ -34,8 +33,8 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import (always_pruned, apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence,
-                       skip_reason)
+from .defences import (always_pruned, apply_edge_stages, edge_defence, edge_stages_key, model_defence_accuracy,
+                       parse_defence, skip_reason)
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ADAPTIVE, ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
@@ -181,10 +180,7 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         return {**record, "status": "skipped"}
     seed_everything(cell.seed)
 
-    def defend(adj: sp.csr_matrix) -> sp.csr_matrix:  # what an adaptive attacker runs: the cell's edge stages
-        seed = 0 if cell.attack in SEEDLESS else cell.seed
-        return apply_edge_stages(stages, dataset.graph.with_adj(adj), seed, plan.svd_rank).adj
-
+    defend = edge_defence(stages, dataset.graph, 0 if cell.attack in SEEDLESS else cell.seed, plan.svd_rank)
     attacked = edge_stages_key(stages, plan.svd_rank)
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
                             always_pruned(stages, dataset.graph) if cell.attack in ADAPTIVE else None)
