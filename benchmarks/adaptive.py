@@ -3,8 +3,11 @@ adaptive version of the same attack, which runs the cell's defence chain on its 
 graph and replaces what the defence prunes — a front-end to the ``kces bench`` runner.
 
 Three attack families at 20% of the edges: ``trainlink``, insertions from training nodes to nodes
-of another class (Metattack's habit without its gradient), whose adaptive version
-(``kces.experiments.attacks.train_links``) replaces what the defence prunes; PyG's PRBCD
+of another class (Metattack's habit without its gradient), with two adaptive versions: one
+(``kces.experiments.attacks.train_links``) replaces what the defence prunes, the other
+(``votelink-adaptive``, ``vote_links``; datasets with features) first moves the target's
+neighbourhood vote, which KCES's default label check reads, with helper edges among unlabelled
+nodes, and replaces what the defence prunes; PyG's PRBCD
 against a surrogate trained on the clean graph, whose adaptive version
 (``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
 prunes, and against a defence that prunes some pairs wherever they stand (KCES's label check,
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
@@ -52,6 +56,8 @@ def main() -> int:
     datasets = args.datasets.split(",")
     grids = [dict(attacks=["trainlink", "trainlink-adaptive"], defences=DEFENCES, datasets=datasets,
                   seeds=args.seeds),
+             dict(attacks=["votelink-adaptive"], defences=DEFENCES, seeds=args.seeds,
+                  datasets=[name for name in datasets if not load_dataset(name).featureless]),
              dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
              dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
              dict(attacks=["trainhub", "trainhub-capped", "trainhub-padded"], defences=DEFENCES, datasets=datasets,

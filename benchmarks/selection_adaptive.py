@@ -37,8 +37,8 @@ from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces")
-ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "prbcd-val, rule-aware")
+CANDIDATES = ("none", "kces-features", "kces", "kces-both")
+ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 
 def main() -> int:
@@ -61,7 +61,7 @@ def main() -> int:
             stages = parse_defence(candidate)
             defend, key, avoid = edge_defence(stages, clean, 0), edge_stages_key(stages), always_pruned(stages, clean)
             attacked = dict(shared)
-            for attack in ("metaself-adaptive", "trainlink-adaptive"):
+            for attack in ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive"):
                 attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid)
             attacked["prbcd-val, rule-aware"] = clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val))

@@ -151,7 +151,7 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     label is the top class of its class scores and its compatible classes are its ``top_k``
     best. The scores are :func:`feature_class_scores` (``source="features"``: graph-free) or
     those plus the mean of its unlabelled neighbours' (``"neighbourhood"``,
-    :func:`neighbourhood_scores`). An edge disagrees when neither endpoint's label is compatible
+    :func:`neighbourhood_scores`); ``"both"`` flags what either flags. An edge disagrees when neither endpoint's label is compatible
     with the other endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
     :func:`is_identity_like`) carry no feature signal, so no label for an unlabelled node: there
     an edge disagrees when its endpoints' neighbourhoods overlap by at most
@@ -161,6 +161,9 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     nodes by instead of ``feature_class_scores(x, y, train_nodes, num_classes)``, for a caller that
     asks many times (``x`` is then not read: the check is by labels).
     """
+    if source == "both":
+        return (label_disagreement(pairs, x, y, train_nodes, num_classes, top_k, "features", scores)
+                | label_disagreement(pairs, x, y, train_nodes, num_classes, top_k, "neighbourhood", scores))
     if scores is None:
         if isinstance(x, Identity) or is_identity_like(x):
             return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)

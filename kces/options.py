@@ -22,7 +22,7 @@ from .kernels import KERNELS
 ENGINES = ("exact", "first_order", "woodbury")
 FORMS = ("auto", "dual", "primal")
 CANDIDATES = ("labelled", "all")
-LABEL_SOURCES = ("features", "neighbourhood")
+LABEL_SOURCES = ("features", "neighbourhood", "both")
 Form = Literal["auto", "dual", "primal"]
 
 
@@ -120,7 +120,7 @@ class Pruning(_Options):
             the mean of its unlabelled neighbours'; edges at training nodes do not vote; chosen
             over ``"features"`` on validation nodes under attacks that know the rule, README) or
             ``"features"`` (its own alone, graph-free; the ``kces-features`` variant of the
-            benchmark).
+            benchmark) or ``"both"`` (an edge disagrees when it does under either).
         candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
             node) or ``"all"``.
     """

@@ -138,7 +138,7 @@ def test_registries_hold_exactly_the_names_the_grid_accepts() -> None:
 
     assert set(attacks.LIVE_ATTACKS) == set(names.LIVE) and set(attacks.ADAPTIVE_ATTACKS) == set(names.ADAPTIVE)
     assert names.ATTACKS == names.PREPERTURBED + names.LIVE + names.ADAPTIVE
-    assert all(name.removesuffix("-adaptive") in names.LIVE for name in names.ADAPTIVE)
+    assert all(names.ADAPTIVE_OF[name] in names.LIVE for name in names.ADAPTIVE)
     assert names.EDGE_STAGES == (*KCES_VARIANTS, "jaccard", "svd")
     assert names.OPTIMIZERS == ("adam", *models.SPECTRAL_LR)
     assert set(models.SPECTRAL_LR) - {"spectra"} <= set(optim.OPTIMIZERS)
@@ -478,7 +478,7 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     absent = np.asarray(graph.adj[rows, cols]).ravel() == 0
     pairs = torch.from_numpy(np.stack([rows[absent], cols[absent]]))
     at_training = torch.from_numpy(graph.train_mask[rows[absent]] | graph.train_mask[cols[absent]])
-    for stages in [("kces",), ("kces-features",), ("jaccard",), ("kces", "jaccard")]:
+    for stages in [("kces",), ("kces-features",), ("kces-both",), ("jaccard",), ("kces", "jaccard")]:
         flagged = always_pruned(stages, graph)(pairs)
         if stages == ("kces", "jaccard"):
             flagged &= at_training
@@ -489,7 +489,9 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
         assert np.asarray(kept[u, v]).ravel().sum() == 0
     # the default labels by the graph's neighbourhoods, not by the features alone
-    assert not torch.equal(always_pruned(("kces",), graph)(pairs), always_pruned(("kces-features",), graph)(pairs))
+    by_features, by_votes = (always_pruned((stage,), graph)(pairs) for stage in ("kces-features", "kces"))
+    assert not torch.equal(by_votes, by_features)
+    assert torch.equal(always_pruned(("kces-both",), graph)(pairs), by_votes | by_features)
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
@@ -664,32 +666,64 @@ def test_meta_self_on_cuda(tiny: Dataset) -> None:
     assert objective.value(adj) > objective.value(graph.adj) + 0.01
 
 
-def test_vote_attack_moves_the_vote_then_links_the_training_node(tiny: Dataset) -> None:
-    """``benchmarks/vote_attack.py``: within the budget, deterministic, the input untouched, and
-    every training-node edge it inserts passes the default's neighbourhood label check."""
-    import importlib.util
-
+def test_vote_links_move_the_vote_then_link_the_training_node(tiny: Dataset) -> None:
+    """``votelink-adaptive`` without the defence: within the budget, deterministic, the input
+    untouched, insertions only, every training-node edge passes the default's neighbourhood label
+    check, and the surrogate's training loss rises."""
+    from kces.experiments.attacks import vote_links
     from kces.labels import label_disagreement
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vote_attack.py"
-    spec = importlib.util.spec_from_file_location("vote_attack", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     graph = tiny.graph
     before = graph.adj.copy()
-    adj, links = module.vote_attack(graph, seed=0)
-    assert (graph.adj != before).nnz == 0
+    adj = vote_links(graph, 0.2, seed=0)
+    assert (graph.adj != before).nnz == 0 and (adj != adj.T).nnz == 0
     inserted = edge_difference(adj, graph.adj)
-    assert 0 < links <= len(inserted) <= budget(graph, module.RATE) and edge_difference(graph.adj, adj).size == 0
-    again, _ = module.vote_attack(graph, seed=0)
-    assert (again != adj).nnz == 0
+    assert 0 < len(inserted) <= budget(graph, 0.2) and edge_difference(graph.adj, adj).size == 0
+    assert (vote_links(graph, 0.2, seed=0) != adj).nnz == 0 and (vote_links(graph, 0.2, seed=1) != adj).nnz > 0
     at_training = graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]
-    assert at_training.sum() == links
+    assert 0 < at_training.sum() < len(inserted)  # links and their helpers
     upper = sp.triu(adj, k=1).tocoo()
     pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
     flagged = label_disagreement(pairs, torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels),
                                  torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1,
-                                 source="neighbourhood")
-    flagged_keys = set((upper.row[flagged.numpy()] * graph.num_nodes + upper.col[flagged.numpy()]).tolist())
+                                 source="neighbourhood").numpy()
+    flagged_keys = set((upper.row[flagged] * graph.num_nodes + upper.col[flagged]).tolist())
     trained = inserted[at_training]
     assert not flagged_keys & set((trained.min(1) * graph.num_nodes + trained.max(1)).tolist())
+    assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
+def test_vote_links_withdraw_what_the_defence_prunes(tiny: Dataset) -> None:
+    """Through a defence that prunes every inserted training-node edge at two nodes attacked in
+    the first poisoned graph it sees, the attacker withdraws those links with their helpers,
+    never targets those nodes again and spends the budget freed on other links; a re-weighting
+    defence is attacked as no defence."""
+    from kces.experiments.attacks import vote_links
+
+    graph = tiny.graph
+    marked: list[int] = []
+
+    def links(adj: sp.csr_matrix) -> list[tuple[int, int]]:
+        """(training node, target) of the inserted training-node edges"""
+        return [(a, b) if graph.train_mask[a] else (b, a) for a, b in edge_difference(adj, graph.adj).tolist()
+                if graph.train_mask[a] or graph.train_mask[b]]
+
+    def defend(adj: sp.csr_matrix) -> sp.csr_matrix:
+        if not marked:
+            marked.extend(u for _, u in links(adj)[:2])
+        kept = sp.lil_matrix(adj)
+        for t, u in links(adj):
+            if u in marked:
+                kept[t, u] = kept[u, t] = 0
+        return sp.csr_matrix(kept)
+
+    plain = vote_links(graph, 0.1, 0)
+    adj = vote_links(graph, 0.1, 0, defend)
+    inserted = edge_difference(adj, graph.adj)
+    assert len(marked) == 2 and len(inserted) <= budget(graph, 0.1) and edge_difference(graph.adj, adj).size == 0
+    assert not set(marked) & {u for _, u in links(adj)}
+    assert len(links(adj)) >= len(links(plain)) - 1  # the freed budget spent on new links
+    assert not {tuple(e) for e in edge_difference(plain, graph.adj).tolist() if marked[0] in e} & \
+        {tuple(e) for e in inserted.tolist()}  # a withdrawn target's helpers went with it
+    dense = vote_links(graph, 0.1, 0, lambda adj: sp.csr_matrix(adj.toarray() * 0.5 + 0.1))
+    assert (dense != plain).nnz == 0

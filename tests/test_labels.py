@@ -184,3 +184,17 @@ def test_label_disagreement_with_precomputed_scores():
     assert label_disagreement(pairs, x, y, train, 2, scores=scores).tolist() == [False, False, True, False]
     featureless = Identity(5, torch.float32, torch.device("cpu"))
     assert label_disagreement(pairs, featureless, y, train, 2, scores=scores).tolist() == [False, False, True, False]
+
+
+def test_both_label_sources_flag_what_either_flags():
+    """``"both"``: the union of the feature check and the neighbourhood check, on random graphs."""
+    g = torch.Generator().manual_seed(1)
+    n, c = 30, 3
+    x = torch.rand(n, 8, generator=g)
+    y = torch.randint(0, c, (n,), generator=g)
+    train = torch.arange(0, n, 3)
+    upper = torch.triu(torch.rand(n, n, generator=g) < 0.2, diagonal=1).nonzero().T
+    by = {source: label_disagreement(upper, x, y, train, c, source=source)
+          for source in ("features", "neighbourhood", "both")}
+    assert torch.equal(by["both"], by["features"] | by["neighbourhood"])
+    assert not torch.equal(by["features"], by["neighbourhood"])  # the union is not one of them

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
-from ..labels import EXCESS_Z, expected_training_neighbours
+from ..labels import EXCESS_Z, expected_training_neighbours, feature_class_scores
 from .datasets import Dataset, Graph, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
 from .metrics import accuracy_on
@@ -137,6 +137,122 @@ def train_links(graph: Graph, rate: float, seed: int,
             else:
                 safe.update(((int(labels[a]), b), None) for a, b in ((u, v), (v, u)) if labelled[a])
     return poisoned()
+
+
+VOTE_SAMPLE = 60
+"""Unlabelled nodes of other classes :func:`vote_links` weighs for each training node's insertion."""
+VOTE_HELPERS = 3
+"""Helper edges :func:`vote_links` spends at most to move one node's neighbourhood vote."""
+VOTE_HELPER_POOL = 300
+"""Unlabelled nodes per class that may serve as helpers: those with that feature label, strongest first."""
+
+
+def vote_links(graph: Graph, rate: float, seed: int,
+               defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> sp.csr_matrix:
+    """Training-node insertions that first move the neighbourhood vote: the ``trainlink`` family,
+    aimed at KCES's default label check (:func:`kces.labels.neighbourhood_scores`), which labels an
+    unlabelled node u by its feature class scores plus the mean of its unlabelled neighbours' and
+    prunes an edge from a class-c training node to u when that label is not c.
+
+    The attacker knows every label and the rule. The training nodes take turns (in index order);
+    for each (class c), among :data:`VOTE_SAMPLE` random unlabelled nodes u of another class
+    (seeded) not linked to it and never targeted before, it picks the one that needs the fewest
+    *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first, never a
+    node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph poisoned so
+    far) to become c, inserts those and the training-node edge, and goes on until the budget is
+    spent or a whole round of training nodes finds no such node within what is left. Against a
+    rule that does not vote (feature labels) its targets are pruned and it spends less.
+
+    With ``defend`` (the cell's defence chain, adjacency in → adjacency out) it attacks through the
+    defence: for up to :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
+    withdraws every training-node edge the defence pruned together with its helpers (never
+    targeting that node again) and spends the freed budget the same way; the last round's
+    insertions stay. It does so twice, the second time targeting only nodes whose own feature
+    label is c (what a rule that also checks feature labels, ``label_source="both"``, accepts),
+    and keeps the run in which the defence keeps more of its training-node edges (the first on a
+    tie). Against a defence that re-weights instead of removing (SVD) it is the attack without
+    ``defend``. At most ``round(rate · m)`` insertions; seeded; the input is not
+    modified. Raises ``ValueError`` on a featureless graph (no feature label to aim at)."""
+    labels, labelled, train = graph.labels, graph.train_mask, graph.idx_train
+    scores = feature_class_scores(torch.from_numpy(graph.features.toarray()), torch.from_numpy(labels),
+                                  torch.from_numpy(train), int(labels.max()) + 1).numpy()
+    if not scores[~labelled].any():
+        raise InputError(f"the vote-moving attack needs node features; {graph.name}'s give no class scores "
+                         "(identity features?)")
+    helpers = {c: [int(h) for h in np.argsort(-scores[:, c], kind="stable")
+                   if not labelled[h] and scores[h].argmax() == c][:VOTE_HELPER_POOL]
+               for c in range(scores.shape[1])}
+    feature_label = scores.argmax(1)
+    count = budget(graph, rate)
+
+    def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, int]:
+        """(poisoned adjacency, training-node links the defence keeps) of one run; ``lookalikes``:
+        only targets whose own feature label is the training node's class."""
+        adj = sp.lil_matrix(graph.adj, dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        targeted = np.zeros(graph.num_nodes, dtype=bool)  # never targeted again, nor used as a helper
+        links: dict[tuple[int, int], list[int]] = {}  # (training node, target) → its helpers, in insertion order
+
+        def label(u: int, extra: list[int]) -> int:
+            voters = [v for v in adj.rows[u] if not labelled[v]] + extra
+            return int((scores[u] + (scores[voters].mean(0) if voters else 0)).argmax())
+
+        def place(left: int) -> int:
+            """Insert links and their helpers within ``left`` edges; the edges spent."""
+            spent, turn, misses = 0, 0, 0
+            while spent < left and misses < train.size:  # stop after a round without a link
+                t = int(train[turn % train.size])
+                c, turn = labels[t], turn + 1
+                targets = ~labelled & ~targeted & (labels != c) & (labels >= 0)
+                targets = np.flatnonzero(targets & (feature_label == c) if lookalikes else targets)
+                if targets.size == 0:
+                    misses += 1
+                    continue
+                best = None
+                for u in rng.choice(targets, min(VOTE_SAMPLE, targets.size), replace=False).tolist():
+                    if adj[t, u]:
+                        continue
+                    extra: list[int] = []
+                    for h in helpers[c]:
+                        if label(u, extra) == c or len(extra) == VOTE_HELPERS:
+                            break
+                        if h != u and not targeted[h] and not adj[u, h]:
+                            extra.append(h)
+                    if label(u, extra) == c and (best is None or len(extra) < len(best[1])):
+                        best = (u, extra)
+                if best is None or spent + 1 + len(best[1]) > left:
+                    misses += 1
+                    continue
+                misses = 0
+                u, extra = best
+                for v in [*extra, t]:
+                    adj[u, v] = adj[v, u] = 1
+                targeted[u] = True
+                links[(t, u)] = extra
+                spent += 1 + len(extra)
+            return spent
+
+        spent = place(count)
+        kept = None
+        for round_ in range(ADAPTIVE_ROUNDS if defend is not None else 0):
+            kept = kept_edges(defend, sp.csr_matrix(adj))
+            pruned = [] if kept is None else [link for link in links if kept[link] == 0]
+            if not pruned or round_ == ADAPTIVE_ROUNDS - 1:
+                break
+            for t, u in pruned:
+                extra = links.pop((t, u))
+                for v in [*extra, t]:
+                    adj[u, v] = adj[v, u] = 0
+                spent -= 1 + len(extra)
+            spent += place(count - spent)
+        out = sp.csr_matrix(adj)
+        out.eliminate_zeros()
+        return out, len(links) if kept is None else sum(kept[link] != 0 for link in links)
+
+    first = attempt(lookalikes=False)
+    if defend is None or kept_edges(defend, first[0]) is None:
+        return first[0]
+    return max(first, attempt(lookalikes=True), key=lambda run: run[1])[0]
 
 
 EVASIONS = ("cap", "pad")
@@ -469,17 +585,19 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None], sp.csr_matrix]] = {
     "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: train_links(graph, rate, seed, defend),
+    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: vote_links(graph, rate, seed, defend),
     "prbcd-adaptive": prbcd_through_defence,
     "metaself-adaptive": meta_self_through_defence}
 """name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence, the pairs it always
-prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack named
-without ``-adaptive``. PRBCD and Meta-Self are told which pairs the defence always prunes; the
-training-node attack picks targets the label check accepts itself."""
+prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack
+:data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the defence always
+prunes; the training-node attacks find the targets the label check accepts themselves (the
+vote-moving one knowing the default's rule)."""
 
 
 ATTACK_VERSIONS: dict[str, int] = {
     "dice": 1, "random": 1, "prbcd": 1, "grbcd": 1, "trainlink": 1, "trainhub": 1, "trainhub-capped": 1,
-    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "prbcd-adaptive": 1, "metaself-adaptive": 1}
+    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 2, "prbcd-adaptive": 1, "metaself-adaptive": 1}
 """live or adaptive attack → version of the graphs it makes, part of their cache key: raise it with
 every change that alters them, so that no graph an earlier version cached is read as this one's."""
 

@@ -44,6 +44,7 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces-k2": (Pruning(label_source="features"), Complexity(k=2)),
     "kces-top2": (Pruning(label_top_k=2, label_source="features"), Complexity()),
     "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood"), Complexity()),
+    "kces-both": (Pruning(label_source="both"), Complexity()),
 }
 """The package default (neighbourhood-voted labels) and the variants of the ablation
 (``benchmarks/ablation.py``), each of the rule with feature labels, the default until the
@@ -190,14 +191,16 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
-            scores = feature_class_scores(x, y, train, num_classes)  # once, not at every query
-            if pruning.label_source == "neighbourhood":
+            features = feature_class_scores(x, y, train, num_classes)  # once, not at every query
+            score_sets = [features] if pruning.label_source != "neighbourhood" else []
+            if pruning.label_source != "features":
                 upper = sp.triu(graph.adj, k=1).tocoo()
                 edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
-                scores = neighbourhood_scores(edges, scores, node_mask(train, graph.num_nodes))
-            rules.append(lambda pairs, pruning=pruning, scores=scores: (
+                score_sets.append(neighbourhood_scores(edges, features, node_mask(train, graph.num_nodes)))
+            rules += [lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
-                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores)))
+                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
+                for scores in score_sets]
         elif stage == "jaccard":
             rules.append(lambda pairs: torch.from_numpy(
                 feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))

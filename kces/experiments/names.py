@@ -5,14 +5,17 @@ is built for exactly these names (tested)."""
 DATASETS = ("cora", "citeseer", "polblogs", "cora_ml")
 PREPERTURBED = ("meta", "nettack")
 LIVE = ("dice", "random", "prbcd", "grbcd", "trainlink", "trainhub", "trainhub-capped", "trainhub-padded", "metaself")
-ADAPTIVE = ("trainlink-adaptive", "prbcd-adaptive", "metaself-adaptive")
-"""Attacks that know the defence: each attacks the cell's whole defence chain."""
+ADAPTIVE_OF = {"trainlink-adaptive": "trainlink", "votelink-adaptive": "trainlink", "prbcd-adaptive": "prbcd",
+               "metaself-adaptive": "metaself"}
+"""Attacks that know the defence (each attacks the cell's whole defence chain) → the attack of the
+same family that does not, which the report sets beside it."""
+ADAPTIVE = tuple(ADAPTIVE_OF)
 SEEDLESS = ("trainhub", "trainhub-capped", "trainhub-padded", "metaself", "metaself-adaptive")
 """Deterministic live attacks: one attacked graph per (dataset, rate[, defence]) shared by every
 seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
 EDGE_STAGES = ("kces", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-top2",
-               "kces-nbr-labels-only", "jaccard", "svd")
+               "kces-nbr-labels-only", "kces-both", "jaccard", "svd")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")

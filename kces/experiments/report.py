@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formats import atomic_write
+from .names import ADAPTIVE_OF
 from .results import KEY_FIELDS, RESULTS, read_results, record_key
 
 GROUP = KEY_FIELDS[:-1]  # a table cell: every coordinate but the seed
@@ -132,8 +133,8 @@ def _adaptive_section(rows: list[dict[str, Any]]) -> list[str]:
     """Per defence, accuracy under each adaptive attack next to its non-adaptive version at the
     same budget, and the difference (adaptive − non-adaptive)."""
     mean = {tuple(r[f] for f in GROUP): r["mean"] for r in rows}
-    pairs = sorted({(r["dataset"], r["attack"].removesuffix("-adaptive"), r["attack"], r["model"], r["optimizer"])
-                    for r in rows if r["attack"].endswith("-adaptive")})
+    pairs = sorted({(r["dataset"], ADAPTIVE_OF[r["attack"]], r["attack"], r["model"], r["optimizer"])
+                    for r in rows if r["attack"] in ADAPTIVE_OF})
     if not pairs:
         return []
     lines = ["## Adaptive against non-adaptive attacks (%)", "",
