@@ -31,8 +31,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-features", "kces-k2", "kces-top2",
-            "kces-nbr-labels-only"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-nbr", "kces-features", "kces-k2",
+            "kces-top2", "kces-nbr-labels-only"]
 
 
 def grids(seeds: int) -> list[dict]:

@@ -43,7 +43,7 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-features"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr", "kces-features"]
 
 
 def main() -> int:

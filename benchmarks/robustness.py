@@ -21,7 +21,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-features"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]

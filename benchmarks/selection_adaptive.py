@@ -37,7 +37,7 @@ from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces", "kces-both")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 

@@ -1,10 +1,11 @@
 """Labels for the nodes KCES reasons about.
 
 Training nodes carry their true labels. Every other node gets a label from kernel ridge
-regression on (unit-norm) features against the training nodes: by default its own class scores
-plus the mean of its unlabelled neighbours' (:func:`neighbourhood_scores`; edges at training
-nodes cast no vote, so an attacker's edges there cannot move it), or its own alone, *graph-free*
-(an attacker who only edits edges cannot move it at all; ``label_source="features"``).
+regression on (unit-norm) features against the training nodes: its own class scores alone,
+*graph-free* (an attacker who only edits edges cannot move it at all; ``label_source="features"``),
+or those plus the mean of its unlabelled neighbours' (:func:`neighbourhood_scores`; edges at
+training nodes cast no vote, so an attacker's edges there cannot move it, but edges between
+unlabelled nodes can; ``"neighbourhood"``). By default (``"both"``) an edge must pass both.
 
 A featureless graph has no such label: there a node's neighbourhood stands in for its
 features (with identity features the propagated features ``ÂX = Â`` *are* the neighbourhoods),

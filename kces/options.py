@@ -115,12 +115,13 @@ class Pruning(_Options):
         label_top_k (int, default 1): classes of an unlabelled node that count as compatible in
             the label check (its top ``label_top_k`` classes; 1 was chosen over 2 on validation
             nodes, README).
-        label_source (str, default ``"neighbourhood"``): an unlabelled node's class scores in
-            the label check: ``"neighbourhood"`` (kernel ridge regression on its own features plus
-            the mean of its unlabelled neighbours'; edges at training nodes do not vote; chosen
-            over ``"features"`` on validation nodes under attacks that know the rule, README) or
-            ``"features"`` (its own alone, graph-free; the ``kces-features`` variant of the
-            benchmark) or ``"both"`` (an edge disagrees when it does under either).
+        label_source (str, default ``"both"``): an unlabelled node's class scores in the label
+            check: ``"features"`` (kernel ridge regression on its own features, graph-free; the
+            ``kces-features`` variant of the benchmark), ``"neighbourhood"`` (those plus the mean
+            of its unlabelled neighbours'; edges at training nodes do not vote; ``kces-nbr``) or
+            ``"both"`` (an edge disagrees when it does under either; chosen over the other two
+            on validation nodes under attacks that know the rule, including one that moves the
+            neighbourhood vote, README).
         candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
             node) or ``"all"``.
     """
@@ -130,7 +131,7 @@ class Pruning(_Options):
     label_check: bool = True
     label_top_k: int = 1
     candidates: str = "labelled"
-    label_source: str = "neighbourhood"
+    label_source: str = "both"
 
     def __post_init__(self) -> None:
         if self.ratio is not None:

@@ -435,7 +435,7 @@ def test_embedded_cora_metattack():
     assert inserted.shape[1] == 2 and len(inserted) > 500
     sanitized = kces.sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train, device="cpu")
     quality = pruning_quality(graph, sanitized)
-    assert quality["precision"] > 0.7 and quality["recall"] > 0.75, quality
+    assert quality["precision"] > 0.65 and quality["recall"] > 0.9, quality
     assert (sanitized != sanitized.T).nnz == 0
 
 

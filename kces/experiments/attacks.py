@@ -150,9 +150,10 @@ VOTE_HELPER_POOL = 300
 def vote_links(graph: Graph, rate: float, seed: int,
                defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> sp.csr_matrix:
     """Training-node insertions that first move the neighbourhood vote: the ``trainlink`` family,
-    aimed at KCES's default label check (:func:`kces.labels.neighbourhood_scores`), which labels an
-    unlabelled node u by its feature class scores plus the mean of its unlabelled neighbours' and
-    prunes an edge from a class-c training node to u when that label is not c.
+    aimed at KCES's neighbourhood label check (:func:`kces.labels.neighbourhood_scores`; part of
+    the default), which labels an unlabelled node u by its feature class scores plus the mean of
+    its unlabelled neighbours' and prunes an edge from a class-c training node to u when that
+    label is not c.
 
     The attacker knows every label and the rule. The training nodes take turns (in index order);
     for each (class c), among :data:`VOTE_SAMPLE` random unlabelled nodes u of another class
@@ -592,7 +593,7 @@ ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilt
 prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack
 :data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the defence always
 prunes; the training-node attacks find the targets the label check accepts themselves (the
-vote-moving one knowing the default's rule)."""
+vote-moving one knowing how the neighbourhood labels are voted)."""
 
 
 ATTACK_VERSIONS: dict[str, int] = {

@@ -14,8 +14,8 @@ SEEDLESS = ("trainhub", "trainhub-capped", "trainhub-padded", "metaself", "metas
 """Deterministic live attacks: one attacked graph per (dataset, rate[, defence]) shared by every
 seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
-EDGE_STAGES = ("kces", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2", "kces-top2",
-               "kces-nbr-labels-only", "kces-both", "jaccard", "svd")
+EDGE_STAGES = ("kces", "kces-nbr", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2",
+               "kces-top2", "kces-nbr-labels-only", "jaccard", "svd")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")
