@@ -2,13 +2,14 @@
 ``kces.experiments.defences.KCES_VARIANTS`` — a front-end to the ``kces bench`` runner.
 
 Variants (first-order KC, linear kernel, S = training nodes): ``kces`` (the package default:
-the KC bound and the label check by each unlabelled node's neighbourhood-voted top class) and,
-of the rule with graph-free feature labels (``kces-features``, the default before),
-``kces-top10`` (the paper's literal reading: prune the 10% highest-KC edges), ``kces-kc-only``
-(the KC bound, no label check), ``kces-labels-only`` (the label check, no KC bound),
-``kces-k2`` (two hops), ``kces-top2`` (the default before that: an unlabelled node's two best
-feature classes both count as compatible); and ``kces-nbr-labels-only`` (the default's label
-check, no KC bound). Scenarios: clean,
+the KC bound and the label check by each unlabelled node's top class, from its features and from
+its neighbourhood vote, both of which must agree); of the rule with graph-free feature labels
+(``kces-features``), ``kces-top10`` (the paper's literal reading: prune the 10% highest-KC
+edges), ``kces-kc-only`` (the KC bound, no label check), ``kces-labels-only`` (the label check,
+no KC bound), ``kces-k2`` (two hops), ``kces-top2`` (an earlier default: an unlabelled node's two
+best feature classes both count as compatible); ``kces-nbr`` (the neighbourhood vote alone, the
+default before) and ``kces-nbr-labels-only`` (its label check, no KC bound); and
+``kces-both-labels-only`` (the default's label check, no KC bound). Scenarios: clean,
 Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
 without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
 (``trainlink``), Meta-Self (``metaself``) and PRBCD (``prbcd``, 2 seeds), and the rule-aware
@@ -32,7 +33,7 @@ from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
 DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-nbr", "kces-features", "kces-k2",
-            "kces-top2", "kces-nbr-labels-only"]
+            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only"]
 
 
 def grids(seeds: int) -> list[dict]:

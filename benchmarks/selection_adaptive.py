@@ -1,20 +1,22 @@
 """Which label source holds against attackers who know the rule: measured on validation nodes.
 
 ``selection.py`` chose the label check under attacks that do not know it, and preferred feature
-labels by 0.2 points. Here its two label sources — graph-free feature labels (``kces-features``,
-the default then) and neighbourhood-voted labels (``kces``, the default since this measurement) —
-and no defence (for reference) face the adaptive attacks too. GCN accuracy (DeepRobust's recipe,
-seeds 0..``--seeds``-1) on the *validation* nodes of Cora and Citeseer, test nodes for the record
-only, in: the four scenarios of ``selection.py`` (clean, Metattack 20%, Nettack-5, DICE 20%);
-Meta-Self 20% and its adaptive version through the candidate (``metaself``,
-``metaself-adaptive``: no labels but the training nodes'); training-node insertions through the
-candidate (``trainlink-adaptive``, seed 0); and PRBCD aimed at the validation nodes at the test
-attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0), against a GCN on the clean graph
-and through the candidate told the pairs it always prunes (as ``prbcd-adaptive``). Graphs the
-adaptive benchmark made are read from its cache (``results/adaptive/cache``), and those made here
-are left there. The candidate with the highest mean validation accuracy over the nine scenarios is
-the one validation prefers; the mean over the three adaptive ones is reported beside it. About 15
-minutes per dataset on one core with the cache, 25 without. Writes
+labels by 0.2 points. Here three label sources — graph-free feature labels (``kces-features``),
+neighbourhood-voted labels (``kces-nbr``: own feature class scores plus the mean of the
+unlabelled neighbours') and both at once (``kces``, the default since this measurement: an edge
+goes when either disagrees) — and no defence (for reference) face the adaptive attacks too. GCN
+accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
+Citeseer, test nodes for the record only, in: the four scenarios of ``selection.py`` (clean,
+Metattack 20%, Nettack-5, DICE 20%); Meta-Self 20% and its adaptive version through the
+candidate (``metaself``, ``metaself-adaptive``: no labels but the training nodes'); training-node
+insertions through the candidate, plain and first moving the neighbourhood vote
+(``trainlink-adaptive``, ``votelink-adaptive``, seed 0); and PRBCD aimed at the validation nodes
+at the test attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0), against a GCN on the
+clean graph and through the candidate told the pairs it always prunes (as ``prbcd-adaptive``).
+Graphs the adaptive benchmark made are read from its cache (``results/adaptive/cache``), and
+those made here are left there. The candidate with the highest mean validation accuracy over the
+ten scenarios is the one validation prefers; the mean over the four adaptive ones is reported
+beside it. About 20 minutes per dataset on one core with the cache, 30 without. Writes
 ``results/selection_adaptive.json``.
 
     python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3]

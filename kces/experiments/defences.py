@@ -45,6 +45,7 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces-k2": (Pruning(label_source="features"), Complexity(k=2)),
     "kces-top2": (Pruning(label_top_k=2, label_source="features"), Complexity()),
     "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood"), Complexity()),
+    "kces-both-labels-only": (Pruning(threshold=None, label_source="both"), Complexity()),
 }
 """The package default (both label sources) and the variants of the benchmarks: the rule with
 neighbourhood-voted labels alone (``kces-nbr``, the default until the vote-moving attack) and with
@@ -52,8 +53,8 @@ feature labels alone (``kces-features``, the default before that; both chosen ag
 validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's variants of the
 feature-label rule (the paper's literal reading: the 10% highest-KC edges; the KC bound without
 the label check; the label check without the KC bound; two hops; the label check that accepted an
-unlabelled node's two best feature classes) and the neighbourhood rule's label check without the
-KC bound. Their settings are spelled out, so that their keys (:func:`edge_stages_key`) do not move
+unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
+the default without the KC bound. Their settings are spelled out, so that their keys (:func:`edge_stages_key`) do not move
 with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
