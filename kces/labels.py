@@ -152,12 +152,12 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     label is the top class of its class scores and its compatible classes are its ``top_k``
     best. The scores are :func:`feature_class_scores` (``source="features"``: graph-free) or
     those plus the mean of its unlabelled neighbours' (``"neighbourhood"``,
-    :func:`neighbourhood_scores`); ``"both"`` flags what either flags. An edge disagrees when neither endpoint's label is compatible
-    with the other endpoint. Featureless graphs (``x`` an :class:`~kces.graph.Identity`, or
-    :func:`is_identity_like`) carry no feature signal, so no label for an unlabelled node: there
-    an edge disagrees when its endpoints' neighbourhoods overlap by at most
-    :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), or when it joins a training
-    node to a node with an excess of training neighbours of that node's class
+    :func:`neighbourhood_scores`); ``"both"`` flags what either flags. An edge disagrees when
+    neither endpoint's label is compatible with the other endpoint. Featureless graphs (``x`` an
+    :class:`~kces.graph.Identity`, or :func:`is_identity_like`) carry no feature signal, so no
+    label for an unlabelled node: there an edge disagrees when its endpoints' neighbourhoods
+    overlap by at most :data:`MIN_NEIGHBOURHOOD_OVERLAP` (:func:`neighbourhood_overlap`), or when
+    it joins a training node to a node with an excess of training neighbours of that node's class
     (:func:`training_neighbour_excess`). ``scores``: (n, C) class scores to label the unlabelled
     nodes by instead of ``feature_class_scores(x, y, train_nodes, num_classes)``, for a caller that
     asks many times (``x`` is then not read: the check is by labels).

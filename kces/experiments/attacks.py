@@ -161,8 +161,7 @@ def vote_links(graph: Graph, rate: float, seed: int,
     *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first, never a
     node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph poisoned so
     far) to become c, inserts those and the training-node edge, and goes on until the budget is
-    spent or a whole round of training nodes finds no such node within what is left. Against a
-    rule that does not vote (feature labels) its targets are pruned and it spends less.
+    spent or a whole round of training nodes finds no such node within what is left.
 
     With ``defend`` (the cell's defence chain, adjacency in → adjacency out) it attacks through the
     defence: for up to :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
@@ -598,7 +597,8 @@ vote-moving one knowing how the neighbourhood labels are voted)."""
 
 ATTACK_VERSIONS: dict[str, int] = {
     "dice": 1, "random": 1, "prbcd": 1, "grbcd": 1, "trainlink": 1, "trainhub": 1, "trainhub-capped": 1,
-    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 2, "prbcd-adaptive": 1, "metaself-adaptive": 1}
+    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 2, "prbcd-adaptive": 1,
+    "metaself-adaptive": 1}
 """live or adaptive attack → version of the graphs it makes, part of their cache key: raise it with
 every change that alters them, so that no graph an earlier version cached is read as this one's."""
 

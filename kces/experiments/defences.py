@@ -54,8 +54,8 @@ validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's variants
 feature-label rule (the paper's literal reading: the 10% highest-KC edges; the KC bound without
 the label check; the label check without the KC bound; two hops; the label check that accepted an
 unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
-the default without the KC bound. Their settings are spelled out, so that their keys (:func:`edge_stages_key`) do not move
-with the package default."""
+the default without the KC bound. Their settings are spelled out, so that their keys
+(:func:`edge_stages_key`) do not move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
 JACCARD_THRESHOLD = 0.01
@@ -185,8 +185,9 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     stage's label check on a graph with features (a pair at a training node whose labels
     disagree, :func:`kces.labels.label_disagreement`; neighbourhood labels, which the default
     checks too, are those of ``graph``: edges at training nodes cast no vote, so they stand for
-    every graph with the same edges between unlabelled nodes); Jaccard's feature similarity below its threshold.
-    The KC bound, the featureless checks and SVD depend on the whole graph: not here."""
+    every graph with the same edges between unlabelled nodes); Jaccard's feature similarity below
+    its threshold. The KC bound, the featureless checks and SVD depend on the whole graph: not
+    here."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
     rules = []
