@@ -5,9 +5,9 @@ measurement on the Pro-GNN Metattack, Nettack and DICE graphs and under adaptive
 (README, ``benchmarks/selection.py``, ``benchmarks/selection_adaptive.py``).
 It looks only at *candidate* edges, those touching a labelled node, because only there do
 labels say anything, and prunes a candidate when
-1. its endpoints' labels disagree (true labels on labelled nodes, an unlabelled node's top
-   class by its features and its unlabelled neighbours' elsewhere, see
-   :func:`kces.labels.label_disagreement`; on a
+1. its endpoints' labels disagree (true labels on labelled nodes; elsewhere an unlabelled
+   node's top class by its features, and by its features plus its unlabelled neighbours': either
+   disagreeing is enough, see :func:`kces.labels.label_disagreement`; on a
    featureless graph: its endpoints share few of their other neighbours, see
    :func:`kces.labels.neighbourhood_overlap`, or it links a training node to a node with an
    excess of training neighbours of that class, see :func:`kces.labels.training_neighbour_excess`), or
