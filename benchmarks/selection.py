@@ -6,7 +6,8 @@ recipe, seeds 0..``--seeds``-1) on the validation nodes of Cora and Citeseer in 
 clean, the published Metattack 20% and Nettack-5 graphs, and DICE 20% (seed 0) — and, for the
 record only, on the test nodes (Nettack: its target nodes). The rule with the highest mean
 validation accuracy over the eight graphs was the default (top 1 features) until attacks that know
-the rule joined these scenarios (``selection_adaptive.py``: top 1 neighbourhood). Featureless Polblogs, which has no
+the rule joined these scenarios (``selection_adaptive.py``: top 1 neighbourhood, then both label
+sources). Featureless Polblogs, which has no
 feature labels, decides the featureless graphs' check: the same scenarios plus training-node
 insertions at 20% to random nodes (``trainlink``, seed 0) and to hubs (``trainhub``), under the
 three earlier rules (only edges between two training nodes of different labels checked; no

@@ -48,7 +48,7 @@ RULES: dict[str, tuple[bool, float | None] | None] = {
 or None); None: nothing."""
 BASE = KCES_VARIANTS["kces-features"][0]
 """The rule the candidates add to: feature labels, the default when this was measured (the default
-votes with the unlabelled neighbours since, ``selection_adaptive.py``)."""
+reads the unlabelled neighbours' vote too since, ``selection_adaptive.py``)."""
 
 
 def unlabelled_disagreement(graph: Graph,

@@ -74,6 +74,17 @@ def neighbourhood_scores(pairs: Tensor, scores: Tensor, labelled: Tensor) -> Ten
     return scores + total / count.clamp(min=1)[:, None]
 
 
+def label_score_sets(pairs: Tensor, scores: Tensor, labelled: Tensor, source: str) -> list[Tensor]:
+    """The (n, C) class scores the label check reads under ``source``: the feature class scores
+    ``scores`` (``"features"``), those plus the mean of the unlabelled neighbours' over the
+    undirected ``pairs`` (2, m) (``"neighbourhood"``, :func:`neighbourhood_scores`; ``labelled``
+    (n,) bool), or both (``"both"``: an edge disagrees when it does under either)."""
+    score_sets = [scores] if source != "neighbourhood" else []
+    if source != "features":
+        score_sets.append(neighbourhood_scores(pairs, scores, labelled))
+    return score_sets
+
+
 def neighbourhood_overlap(pairs: Tensor, num_nodes: int) -> Tensor:
     """(m,) overlap coefficient ``|N(u) ∩ N(v)| / min(|N(u) − {v}|, |N(v) − {u}|)`` of the
     neighbour sets of the endpoints of each of the m distinct undirected edges ``pairs`` (2, m)
@@ -162,9 +173,6 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     nodes by instead of ``feature_class_scores(x, y, train_nodes, num_classes)``, for a caller that
     asks many times (``x`` is then not read: the check is by labels).
     """
-    if source == "both":
-        return (label_disagreement(pairs, x, y, train_nodes, num_classes, top_k, "features", scores)
-                | label_disagreement(pairs, x, y, train_nodes, num_classes, top_k, "neighbourhood", scores))
     if scores is None:
         if isinstance(x, Identity) or is_identity_like(x):
             return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
@@ -173,12 +181,13 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     n = scores.shape[0]
     labelled = node_mask(train_nodes.to(scores.device), n)
     src, dst = pairs
-    if source == "neighbourhood":
-        scores = neighbourhood_scores(pairs, scores, labelled)
-    label = scores.argmax(1)
-    label[train_nodes] = y[train_nodes]
-    compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=scores.device)
-    compatible.scatter_(1, scores.topk(min(top_k, num_classes), dim=1).indices, True)
-    compatible[train_nodes] = False
-    compatible[train_nodes, y[train_nodes]] = True
-    return ~compatible[dst, label[src]] & ~compatible[src, label[dst]]
+    disagree = torch.zeros(pairs.shape[1], dtype=torch.bool, device=scores.device)
+    for label_scores in label_score_sets(pairs, scores, labelled, source):
+        label = label_scores.argmax(1)
+        label[train_nodes] = y[train_nodes]
+        compatible = torch.zeros(n, num_classes, dtype=torch.bool, device=scores.device)
+        compatible.scatter_(1, label_scores.topk(min(top_k, num_classes), dim=1).indices, True)
+        compatible[train_nodes] = False
+        compatible[train_nodes, y[train_nodes]] = True
+        disagree |= ~compatible[dst, label[src]] & ~compatible[src, label[dst]]
+    return disagree

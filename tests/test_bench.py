@@ -489,7 +489,7 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
                                               (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
         assert np.asarray(kept[u, v]).ravel().sum() == 0
-    # the default labels by the graph's neighbourhoods, not by the features alone
+    # neighbourhood labels come from the graph's neighbourhoods, not from the features alone; the default reads both
     by_features, by_votes = (always_pruned((stage,), graph)(pairs) for stage in ("kces-features", "kces-nbr"))
     assert not torch.equal(by_votes, by_features)
     assert torch.equal(always_pruned(("kces",), graph)(pairs), by_votes | by_features)  # the default: either

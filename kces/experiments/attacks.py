@@ -185,9 +185,10 @@ def vote_links(graph: Graph, rate: float, seed: int,
     feature_label = scores.argmax(1)
     count = budget(graph, rate)
 
-    def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, int]:
-        """(poisoned adjacency, training-node links the defence keeps) of one run; ``lookalikes``:
-        only targets whose own feature label is the training node's class."""
+    def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, int | None]:
+        """(poisoned adjacency, training-node links the defence keeps, None without a defence that
+        removes edges) of one run; ``lookalikes``: only targets whose own feature label is the
+        training node's class."""
         adj = sp.lil_matrix(graph.adj, dtype=np.float32)
         rng = np.random.default_rng(seed)
         targeted = np.zeros(graph.num_nodes, dtype=bool)  # never targeted again, nor used as a helper
@@ -247,10 +248,10 @@ def vote_links(graph: Graph, rate: float, seed: int,
             spent += place(count - spent)
         out = sp.csr_matrix(adj)
         out.eliminate_zeros()
-        return out, len(links) if kept is None else sum(kept[link] != 0 for link in links)
+        return out, None if kept is None else sum(kept[link] != 0 for link in links)
 
     first = attempt(lookalikes=False)
-    if defend is None or kept_edges(defend, first[0]) is None:
+    if first[1] is None:
         return first[0]
     return max(first, attempt(lookalikes=True), key=lambda run: run[1])[0]
 

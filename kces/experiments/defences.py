@@ -27,7 +27,7 @@ from ..adapters import sanitize_adj
 from ..errors import InputError
 from ..graph import node_mask
 from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
-                      label_disagreement, neighbourhood_scores)
+                      label_disagreement, label_score_sets)
 from ..options import Complexity, Pruning
 from ..prune import AUTO_THRESHOLD_SCALE, candidate_mask
 from .datasets import Dataset, Graph
@@ -194,12 +194,10 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
-            features = feature_class_scores(x, y, train, num_classes)  # once, not at every query
-            score_sets = [features] if pruning.label_source != "neighbourhood" else []
-            if pruning.label_source != "features":
-                upper = sp.triu(graph.adj, k=1).tocoo()
-                edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
-                score_sets.append(neighbourhood_scores(edges, features, node_mask(train, graph.num_nodes)))
+            upper = sp.triu(graph.adj, k=1).tocoo()  # the graph's edges cast the neighbourhood votes
+            edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+            score_sets = label_score_sets(edges, feature_class_scores(x, y, train, num_classes),
+                                          node_mask(train, graph.num_nodes), pruning.label_source)
             rules += [lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
                 & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
