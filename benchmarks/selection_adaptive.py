@@ -33,13 +33,14 @@ import torch
 
 from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defence, rbcd_perturbed
 from kces.experiments.datasets import load_dataset
-from kces.experiments.defences import always_pruned, apply_edge_stages, edge_defence, edge_stages_key, parse_defence
+from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
+                                       parse_defence)
 from kces.experiments.models import EPOCHS
 from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces-nbr", "kces")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces", "kces-soft")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 
@@ -47,8 +48,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cora,citeseer")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    candidates = args.candidates.split(",")
     torch.set_num_threads(1)
     graphs, rows = AttackedGraphs(CACHE, EPOCHS), []
     for name in args.datasets.split(","):
@@ -59,21 +62,22 @@ def main() -> int:
         rate = 0.2 * clean.idx_val.size / clean.idx_test.size
         shared["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                              targets=clean.idx_val))
-        for candidate in CANDIDATES:
+        for candidate in candidates:
             stages = parse_defence(candidate)
-            defend, key, avoid = edge_defence(stages, clean, 0), edge_stages_key(stages), always_pruned(stages, clean)
+            defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
+            avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
             attacked = dict(shared)
             for attack in ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive"):
-                attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid)
+                attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
             attacked["prbcd-val, rule-aware"] = clean.with_adj(
-                prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val))
+                prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
             rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
                      for scenario, graph in attacked.items()]
     means = {candidate: {name: {part: float(np.mean([r["validation"] for r in rows if r["rule"] == candidate
                                                      and r["dataset"] == name
                                                      and (part == "all" or r["scenario"] in ADAPTIVE_SCENARIOS)]))
                                 for part in ("all", "adaptive")}
-                         for name in args.datasets.split(",")} for candidate in CANDIDATES}
+                         for name in args.datasets.split(",")} for candidate in candidates}
     print("mean validation accuracy:", json.dumps(means))
     args.out.write_text(json.dumps({"seeds": args.seeds, "rows": rows, "mean_validation": means}, indent=1) + "\n")
     return 0

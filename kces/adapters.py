@@ -47,7 +47,9 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
                  complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
     """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
     pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
-    numpy; a scipy sparse *array* gives a ``csr_array``). ``features`` (n, d) scipy/numpy/torch
+    numpy; a scipy sparse *array* gives a ``csr_array``); a rule that re-weights
+    (``Pruning(unlabelled_weight < 1)``) gives the kept edges their new weights (float32 for an
+    integer input). ``features`` (n, d) scipy/numpy/torch
     or None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask;
     ``pruning``/``complexity`` as :func:`kces.sanitize`. Dense Gram work runs on CUDA when
     available unless ``device`` says otherwise.
@@ -69,7 +71,9 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
                       edge_weight=None if unweighted else weight.float(), device=_default_device(device),
                       pruning=pruning, complexity=complexity)
     mask = result.edge_mask.cpu().numpy()
-    out = sp.csr_matrix((data[mask], (row[mask], col[mask])), shape=adj.shape, dtype=adj.dtype)
+    kept = data[mask] if result.edge_weight is None else result.edge_weight.cpu().numpy()
+    dtype = adj.dtype if result.edge_weight is None or np.issubdtype(adj.dtype, np.floating) else np.float32
+    out = sp.csr_matrix((kept, (row[mask], col[mask])), shape=adj.shape, dtype=dtype)
     if not sparse_in:
         return out.toarray()
     return sp.csr_array(out) if isinstance(adj, sp.sparray) else out
@@ -79,7 +83,8 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
                       features: Any = None, pruning: Pruning | Mapping[str, Any] | None = None,
                       complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> nx.Graph:
     """KCES on an undirected networkx graph; returns a copy without the pruned edges (all node,
-    edge and graph attributes kept). ``labels``: node → label mapping or the name of a node
+    edge and graph attributes kept; a rule that re-weights sets the new ``weight`` of the edges
+    it re-weights). ``labels``: node → label mapping or the name of a node
     attribute (only training nodes need one); ``features``: (n, d) rows in ``graph.nodes``
     order, or None for identity features; edge attribute ``weight`` is honoured;
     ``pruning``/``complexity`` as :func:`kces.sanitize`. Integer labels are the classes; any other
@@ -121,4 +126,8 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
     # remove only the edges KCES pruned: a zero-weight edge is no edge of ``adj``, never scored
     out = graph.copy()
     out.remove_edges_from([(nodes[i], nodes[j]) for i, j in edge_difference(adj, sanitized)])
+    kept = sp.triu(sanitized, k=1).tocoo()
+    changed = kept.data != np.asarray(sp.csr_matrix(adj)[kept.row, kept.col]).ravel()
+    for i, j, weight in zip(kept.row[changed], kept.col[changed], kept.data[changed]):
+        out.edges[nodes[i], nodes[j]]["weight"] = float(weight)
     return out

@@ -46,6 +46,11 @@ def is_identity_like(x: Tensor) -> bool:
     return torch.unique(nonzero.float().argmax(1)).numel() == x.shape[0]
 
 
+def is_featureless(x: Tensor | Identity) -> bool:
+    """True when ``x`` carries no feature signal: an :class:`~kces.graph.Identity` or identity-like."""
+    return isinstance(x, Identity) or is_identity_like(x)
+
+
 def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, lam: float = 1.0) -> Tensor:
     """(n, C) class scores of a kernel ridge regression of the one-hot training labels on
     unit-norm features (linear kernel, ridge ``lam``), solved in the cheaper of its primal
@@ -174,7 +179,7 @@ def label_disagreement(pairs: Tensor, x: Tensor | Identity, y: Tensor, train_nod
     asks many times (``x`` is then not read: the check is by labels).
     """
     if scores is None:
-        if isinstance(x, Identity) or is_identity_like(x):
+        if is_featureless(x):
             return ((neighbourhood_overlap(pairs, x.shape[0]) <= MIN_NEIGHBOURHOOD_OVERLAP)
                     | training_neighbour_excess(pairs, y, train_nodes, num_classes))
         scores = feature_class_scores(x, y, train_nodes, num_classes)

@@ -21,7 +21,10 @@ class KCES(BaseTransform):
     ``data[mask_attr]``, the features ``data.x`` (identity if absent) and, if present,
     ``data.edge_weight``. Returns a new ``Data``: every edge-level attribute
     (``edge_attr``, ``edge_weight``, ...) follows the kept edges, everything else is
-    untouched; the input is never modified. A graph whose ``mask_attr`` selects no node (PyG
+    untouched; the input is never modified. A rule that re-weights
+    (``Pruning(unlabelled_weight < 1)``) sets ``edge_weight`` (E',) on the output (the input's
+    times the new weights): pass it to the model (``GCNConv(x, edge_index, edge_weight)``). A
+    graph whose ``mask_attr`` selects no node (PyG
     applies transforms before a split exists, e.g. ``Planetoid(split="random")``) passes
     through unchanged with a ``UserWarning``. Edge-level attributes are those PyG's
     ``Data.is_edge_attr`` finds: a name containing ``"edge"``, or a first dimension equal to
@@ -74,6 +77,8 @@ class KCES(BaseTransform):
                           num_nodes=data.num_nodes, edge_weight=weight, pruning=self.pruning,
                           complexity=self.complexity, device=self.device)
         out = data.edge_subgraph(result.edge_mask)
+        if result.edge_weight is not None:
+            out.edge_weight = result.edge_weight
         if self.store_scores:
             out.kc_score = result.scores[result.edge_mask.to(result.scores.device)].to(data.edge_index.device)
             out.pruned_edge_index = data.edge_index[:, ~result.edge_mask]

@@ -468,6 +468,79 @@ def test_prbcd_aims_at_the_targets_it_is_given(tiny: Dataset) -> None:
         rbcd_perturbed(graph, 10, 0, 20, greedy=True, avoid=lambda pairs: pairs[0] == 0)
 
 
+def test_prbcd_through_a_graph_free_reweighting(tiny: Dataset) -> None:
+    """The surrogate sees every edge's weight times the defence's scale; a scale of ones is the
+    plain attack, a scale that silences the pairs of two even nodes moves the attack elsewhere."""
+    from torch_geometric.nn.models import GCN
+
+    from kces.experiments.attacks import rbcd_perturbed
+    from kces.experiments.models import EdgeScaled
+
+    torch.manual_seed(0)
+    model, x = GCN(5, 8, 2, 3).eval(), torch.randn(6, 5)
+    edge_index, weight = torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]), torch.rand(6)
+
+    def scale(pairs):
+        return torch.where((pairs[0] % 2 == 0) & (pairs[1] % 2 == 0), 0.25, 1.0)
+
+    scaled = EdgeScaled(model, scale)
+    torch.testing.assert_close(scaled(x, edge_index), model(x, edge_index, scale(edge_index)))
+    torch.testing.assert_close(scaled(x, edge_index, weight), model(x, edge_index, weight * scale(edge_index)))
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    plain = rbcd_perturbed(graph, 12, 0, 20)
+    assert (rbcd_perturbed(graph, 12, 0, 20, edge_scale=lambda pairs: torch.ones(pairs.shape[1])) != plain).nnz == 0
+
+    def silence_even(pairs):
+        return torch.where((pairs[0] % 2 == 0) & (pairs[1] % 2 == 0), 0.0, 1.0)
+
+    through = rbcd_perturbed(graph, 12, 0, 20, edge_scale=silence_even)
+    assert len(flipped(through, graph.adj)) == 12 and (through != plain).nnz > 0
+    assert (rbcd_perturbed(graph, 12, 0, 20, edge_scale=silence_even) != through).nnz == 0
+    assert (graph.adj != before).nnz == 0
+
+
+def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
+    """Told the weights too, PRBCD through the defence makes a third attempt whose surrogate sees
+    them and which avoids only what the defence prunes; the surrogate judging the attempts sees
+    them as well; the defence's weighted output reads as the edges it keeps."""
+    from kces.experiments.attacks import kept_edges, prbcd_through_defence
+
+    graph = tiny.graph
+
+    def even(pairs):
+        return (pairs[0] % 2 == 0) & (pairs[1] % 2 == 0)
+
+    def odd(pairs):
+        return (pairs[0] % 2 == 1) & (pairs[1] % 2 == 1)
+
+    def scale(pairs):  # odd pairs down-weighted
+        return torch.where(odd(pairs), 0.25, 1.0)
+
+    def defend(adj):  # down-weights odd pairs, prunes inserted even pairs
+        out = sp.coo_matrix(adj)
+        weight = scale(torch.from_numpy(np.vstack([out.row, out.col]).astype(np.int64))).numpy() * out.data
+        inserted = np.asarray(graph.adj[out.row, out.col]).ravel() == 0
+        keep = ~(inserted & (out.row % 2 == 0) & (out.col % 2 == 0))
+        return sp.csr_matrix((weight[keep], (out.row[keep], out.col[keep])), shape=adj.shape)
+
+    kept = kept_edges(defend, graph.adj)
+    assert kept is not None and (kept != (graph.adj != 0)).nnz == 0 and set(kept.data) == {1.0}
+    calls, surrogates = [], []
+    rbcd, surrogate = attacks.rbcd_perturbed, attacks._surrogate_accuracy
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attacks, "rbcd_perturbed", lambda *a, **k: calls.append(k) or rbcd(*a, **k))
+        patch.setattr(attacks, "_surrogate_accuracy", lambda *a: surrogates.append(a[-1]) or surrogate(*a))
+        adj = prbcd_through_defence(graph, 0.2, 0, 20, defend, lambda pairs: even(pairs) | odd(pairs), scale=scale)
+    pairs = torch.tensor([[0, 1, 0], [2, 3, 1]])  # even, odd, mixed
+    weighted = [k for k in calls if k.get("edge_scale") is scale]
+    assert weighted and len(weighted) < len(calls)
+    assert all(k["avoid"](pairs).tolist() == [True, False, False] for k in weighted)
+    assert len(surrogates) == 3 and all(s is scale for s in surrogates)
+    assert 0 < len(flipped(adj, graph.adj)) <= budget(graph, 0.2)
+
+
 def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset) -> None:
     """Every pair it flags, inserted into the graph, is pruned by the stages; none for stages
     whose pruning depends on the whole graph. Under KCES then Jaccard only at training nodes:

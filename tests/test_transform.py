@@ -498,3 +498,96 @@ def test_planetoid_random_split_survives_the_transform(tmp_path):
     data = dataset[0]
     assert int(data.train_mask.sum()) == 140
     assert data.edge_index.shape[1] < dataset._data.edge_index.shape[1]
+
+
+# ---------------------------------------------------------------- re-weighting instead of pruning
+
+def unlabelled_disagreement_reference(data):
+    """(E,) bool per column: both endpoints unlabelled and their top feature classes differ."""
+    from kces.labels import feature_class_scores
+
+    train = data.train_mask
+    label = feature_class_scores(data.x, data.y, train.nonzero().view(-1), CLASSES).argmax(1)
+    u, v = data.edge_index
+    return ~train[u] & ~train[v] & (label[u] != label[v])
+
+
+def noisy_problem():
+    """The planted problem with noisier features, so that some unlabelled neighbours' feature labels disagree."""
+    data = with_attributes(sbm_problem()[0])
+    data.x = data.x + 2.0 * torch.randn(data.x.shape, generator=torch.Generator().manual_seed(1))
+    return data
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.0])
+def test_unlabelled_weight_against_a_reference(weight):
+    data = noisy_problem()
+    flagged = unlabelled_disagreement_reference(data)
+    assert 0 < int(flagged.sum()) < flagged.numel() / 2
+    args = (data.edge_index, data.x, data.y, data.train_mask)
+    plain = kces.sanitize(*args, edge_weight=data.edge_weight)
+    assert plain.edge_weight is None
+    result = kces.sanitize(*args, edge_weight=data.edge_weight, pruning=dict(unlabelled_weight=weight))
+    assert torch.equal(result.edge_mask, plain.edge_mask & (~flagged if weight == 0 else True))
+    expected = (data.edge_weight * torch.where(flagged, weight, 1.0))[result.edge_mask]
+    torch.testing.assert_close(result.edge_weight, expected)
+    unweighted = kces.sanitize(*args, pruning=dict(unlabelled_weight=weight))
+    torch.testing.assert_close(unweighted.edge_weight, torch.where(flagged, weight, 1.0)[result.edge_mask])
+
+
+def test_unlabelled_weight_through_the_faces():
+    data = noisy_problem()
+    flagged = unlabelled_disagreement_reference(data)
+    snap = snapshot(data)
+    pruning = kces.Pruning(unlabelled_weight=0.25)
+    out = KCES(pruning)(data)
+    assert_same(data, snap)
+    result = kces.sanitize(data.edge_index, data.x, data.y, data.train_mask, edge_weight=data.edge_weight,
+                           pruning=pruning)
+    assert torch.equal(out.edge_index, result.edge_index) and torch.equal(out.edge_weight, result.edge_weight)
+    assert torch.equal(out.edge_attr, data.edge_attr[result.edge_mask])
+    # scipy: the kept entries carry the new weights
+    adj = sp.csr_matrix((np.ones(data.edge_index.shape[1]), data.edge_index.numpy()), shape=(N, N))
+    idx = data.train_mask.nonzero().view(-1).numpy()
+    sanitized = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx, pruning=pruning, device="cpu")
+    plain = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx, device="cpu")
+    u, v = data.edge_index.numpy()
+    expected = np.where(flagged.numpy(), 0.25, 1.0) * np.asarray(plain[u, v]).ravel()
+    np.testing.assert_allclose(np.asarray(sanitized[u, v]).ravel(), expected, rtol=1e-6)
+    assert (sanitized != sanitized.T).nnz == 0
+    # networkx: the re-weighted edges get the new weight, the others keep their attributes
+    graph = nx.Graph()
+    graph.add_nodes_from(range(N))
+    graph.add_edges_from(undirected_set(data.edge_index), kind="road")
+    labels = {int(i): int(data.y[i]) for i in idx}
+    out = kces.sanitize_networkx(graph, labels, idx.tolist(), features=data.x.numpy(), pruning=pruning,
+                                 device="cpu")
+    assert "weight" not in graph.edges[next(iter(graph.edges))]
+    for a, b in out.edges:
+        assert out.edges[a, b] == ({"kind": "road", "weight": 0.25} if sanitized[a, b] == 0.25 else {"kind": "road"})
+    assert {(min(a, b), max(a, b)) for a, b in out.edges} == set(zip(*sp.triu(sanitized, k=1).nonzero()))
+
+
+def test_unlabelled_weight_on_a_featureless_graph_follows_the_structural_check():
+    from kces.labels import label_disagreement
+
+    data = noisy_problem()
+    train = data.train_mask
+    result = kces.sanitize(data.edge_index, None, data.y, train, pruning=dict(unlabelled_weight=0.5))
+    plain = kces.sanitize(data.edge_index, None, data.y, train)
+    pairs = data.edge_index[:, data.edge_index[0] < data.edge_index[1]]  # each undirected edge once
+    structural = label_disagreement(pairs, torch.eye(N), data.y, train.nonzero().view(-1), CLASSES)
+    disagree = {(int(a), int(b)) for (a, b), flag in zip(pairs.T, structural) if flag}
+    u, v = data.edge_index
+    flagged = ~train[u] & ~train[v] & torch.tensor([(min(a, b), max(a, b)) in disagree
+                                                    for a, b in data.edge_index.T.tolist()])
+    assert flagged.any() and torch.equal(result.edge_mask, plain.edge_mask)
+    torch.testing.assert_close(result.edge_weight, torch.where(flagged, 0.5, 1.0)[result.edge_mask])
+
+
+@pytest.mark.parametrize("value, error", [(1.5, ValueError), (-0.1, ValueError), ("half", TypeError)])
+def test_unlabelled_weight_is_validated(value, error):
+    with pytest.raises(error, match="unlabelled_weight"):
+        kces.Pruning(unlabelled_weight=value)
+    with pytest.raises(ValueError, match="label_check"):
+        kces.Pruning(unlabelled_weight=0.5, label_check=False)

@@ -28,7 +28,7 @@ from ..labels import EXCESS_Z, expected_training_neighbours, feature_class_score
 from .datasets import Dataset, Graph, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
 from .metrics import accuracy_on
-from .models import seed_everything, train_pyg
+from .models import EdgeScale, seed_everything, train_pyg
 from .names import ADAPTIVE, LIVE, PREPERTURBED, SEEDLESS
 
 RBCD_BLOCK_SIZE = 100_000
@@ -170,7 +170,7 @@ def vote_links(graph: Graph, rate: float, seed: int,
     insertions stay. It does so twice, the second time targeting only nodes whose own feature
     label is c (what a rule that also checks feature labels, ``label_source="both"``, accepts),
     and keeps the run in which the defence keeps more of its training-node edges (the first on a
-    tie). Against a defence that re-weights instead of removing (SVD) it is the attack without
+    tie). Against a defence that rebuilds the graph (SVD) it is the attack without
     ``defend``. At most ``round(rate · m)`` insertions; seeded; the input is not
     modified. Raises ``ValueError`` on a featureless graph (no feature label to aim at)."""
     labels, labelled, train = graph.labels, graph.train_mask, graph.idx_train
@@ -380,11 +380,13 @@ PairFilter = Callable[[torch.Tensor], torch.Tensor]
 
 
 def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: bool = False,
-                    avoid: PairFilter | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
+                    avoid: PairFilter | None = None, targets: np.ndarray | None = None,
+                    edge_scale: EdgeScale | None = None) -> sp.csr_matrix:
     """``graph.adj`` after PyG's PRBCD/GRBCD with ``count`` flips against a PyG GCN (Adam,
     ``epochs``) trained on ``graph.adj``, attacking the predictions of ``targets`` (default: the
     test nodes). PRBCD with ``avoid`` drops the pairs it flags from every block of candidate pairs
-    it samples, so it never flips them."""
+    it samples, so it never flips them. With ``edge_scale`` (a defence's graph-free re-weighting)
+    the surrogate is trained on, and the attack differentiates through, the re-weighted graph."""
     with warnings.catch_warnings():  # "contrib contains experimental code"
         warnings.simplefilter("ignore", UserWarning)
         from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
@@ -406,7 +408,7 @@ def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: boo
     if greedy and avoid is not None:
         raise InputError("avoid is for PRBCD; GRBCD does not sample blocks of pairs")
     seed_everything(seed)
-    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs)
+    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs, edge_scale=edge_scale)
     cls = GRBCDAttack if greedy else PRBCDAttack if avoid is None else AvoidingPRBCD
     rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
                **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
@@ -434,10 +436,12 @@ matrix) → that graph's adjacency after the attack."""
 
 
 def kept_edges(defend: Callable[[sp.csr_matrix], sp.csr_matrix], adj: sp.csr_matrix) -> sp.csr_matrix | None:
-    """The defence's output on ``adj`` when it only removes edges (0/1), else None: a re-weighting
-    defence (SVD) gives the attacker no edge to withdraw and no sparse graph to attack."""
-    kept = sp.csr_matrix(defend(adj))
-    return kept if np.all(kept.data == 1) else None
+    """The edges (0/1) the defence keeps of ``adj`` when its output holds no others (it removes
+    edges, and may re-weight some it keeps), else None: a defence that rebuilds the graph (SVD's
+    dense reconstruction) gives the attacker no edge to withdraw and no sparse graph to attack."""
+    out = sp.csr_matrix(defend(adj))
+    kept = (out != 0).astype(np.float32)
+    return kept if (kept - kept.multiply(adj != 0)).nnz == 0 else None
 
 
 def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
@@ -449,7 +453,7 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
     trains on); flips the defence undoes on the next poisoned graph (an inserted edge it prunes)
     are withdrawn and their budget spent again in the next round, and the attack is told to
     leave them, and the edges the defence removes, alone. At most ``round(rate · m)`` flips
-    relative to the clean graph. Against a defence that re-weights instead of removing (SVD) it
+    relative to the clean graph. Against a defence that rebuilds the graph (SVD) it
     is the plain attack on the poisoned graph."""
     clean, count = graph.adj, budget(graph, rate)
     poisoned = clean.copy()
@@ -487,18 +491,22 @@ RESTART_SEED = 1000
 
 def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
                           defend: Callable[[sp.csr_matrix], sp.csr_matrix],
-                          avoid: PairFilter | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
+                          avoid: PairFilter | None = None, targets: np.ndarray | None = None,
+                          scale: EdgeScale | None = None) -> sp.csr_matrix:
     """PRBCD (:func:`rbcd_perturbed`, surrogate trained on what the defence keeps, aimed at
     ``targets``, default the test nodes) through the defence (:func:`through_defence`), run twice;
     the attacker keeps the poisoned graph whose defended version (the poisoned graph itself if
-    the defence re-weights, :func:`kept_edges`) leaves a fresh surrogate less accurate on the
-    targets.
+    the defence rebuilds the graph, :func:`kept_edges`) leaves a fresh surrogate less accurate on
+    the targets.
 
-    Given ``avoid`` (the pairs the defence prunes wherever they are,
+    Given ``avoid`` (the pairs the defence prunes or down-weights wherever they are,
     :func:`~kces.experiments.defences.always_pruned`), the second run never flips those nor a pair
     the defence pruned in an earlier round (avoiding them narrows PRBCD's search, which is not
     always better); without, it is the same attack under another seed (``+``
-    :data:`RESTART_SEED`), so that every defence faces the same number of attempts."""
+    :data:`RESTART_SEED`), so that every defence faces the same number of attempts. Given
+    ``scale`` (the weights a re-weighting defence gives pairs wherever they are,
+    :func:`~kces.experiments.defences.always_scaled`), the surrogates see those weights and a
+    third run differentiates through them, avoiding only what the defence prunes."""
     n = graph.num_nodes
     targets = graph.idx_test if targets is None else targets
 
@@ -513,18 +521,30 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
         return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
             torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
 
+    def weighted(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
+        done = torch.tensor(sorted(edge_keys(blocked)), dtype=torch.int64)
+
+        def pruned(pairs: torch.Tensor) -> torch.Tensor:  # what ``avoid`` flags but the defence only down-weights
+            weight = scale(pairs)
+            flagged = weight == 0 if avoid is None else avoid(pairs) & ((weight == 0) | (weight == 1))
+            return torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | flagged
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=pruned, edge_scale=scale)
+
     def accuracy_after_defence(adj: sp.csr_matrix) -> float:  # the surrogate's, on what the victim trains on
         kept = kept_edges(defend, adj)
-        return _surrogate_accuracy(graph.with_adj(adj if kept is None else kept), seed, epochs, targets)
+        return _surrogate_accuracy(graph.with_adj(adj if kept is None else kept), seed, epochs, targets, scale)
 
-    poisoned = [through_defence(graph, rate, defend, attack) for attack in (blind, restart if avoid is None else aware)]
+    attacks = [blind, restart if avoid is None else aware] + ([] if scale is None else [weighted])
+    poisoned = [through_defence(graph, rate, defend, attack) for attack in attacks]
     return poisoned[int(np.argmin([accuracy_after_defence(adj) for adj in poisoned]))]
 
 
-def _surrogate_accuracy(graph: Graph, seed: int, epochs: int, nodes: np.ndarray) -> float:
-    """Accuracy on ``nodes`` of the attacker's surrogate (PyG GCN, Adam, ``epochs``) trained on ``graph``."""
+def _surrogate_accuracy(graph: Graph, seed: int, epochs: int, nodes: np.ndarray,
+                        scale: EdgeScale | None = None) -> float:
+    """Accuracy on ``nodes`` of the attacker's surrogate (PyG GCN, Adam, ``epochs``) trained on
+    ``graph`` (its edges re-weighted by ``scale``)."""
     seed_everything(seed)
-    model, x, inputs = train_pyg(graph, "gcn", "adam", epochs)
+    model, x, inputs = train_pyg(graph, "gcn", "adam", epochs, edge_scale=scale)
     with torch.no_grad():
         return accuracy_on(model(x, *inputs), graph.labels, nodes)
 
@@ -584,16 +604,21 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "trainhub-padded": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="pad"),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
-ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None], sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: train_links(graph, rate, seed, defend),
-    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid: vote_links(graph, rate, seed, defend),
-    "prbcd-adaptive": prbcd_through_defence,
-    "metaself-adaptive": meta_self_through_defence}
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None],
+                                      sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: train_links(graph, rate, seed, defend),
+    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: vote_links(graph, rate, seed, defend),
+    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: prbcd_through_defence(
+        graph, rate, seed, epochs, defend, avoid, scale=scale),
+    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: meta_self_through_defence(
+        graph, rate, seed, epochs, defend, avoid)}
 """name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence, the pairs it always
-prunes or None) → (n, n) attacked adjacency; each is the adaptive version of the live attack
-:data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the defence always
-prunes; the training-node attacks find the targets the label check accepts themselves (the
-vote-moving one knowing how the neighbourhood labels are voted)."""
+prunes or down-weights or None, the weights it always gives pairs or None) → (n, n) attacked
+adjacency; each is the adaptive version of the live attack :data:`~.names.ADAPTIVE_OF` names.
+PRBCD and Meta-Self are told which pairs the defence always prunes or down-weights, PRBCD also
+the weights (Meta-Self's surrogate takes none); the training-node attacks find the targets the
+label check accepts themselves (the vote-moving one knowing how the neighbourhood labels are
+voted)."""
 
 
 ATTACK_VERSIONS: dict[str, int] = {
@@ -626,12 +651,13 @@ class AttackedGraphs:
         return f"{stem}_{defence}" if attack in ADAPTIVE else stem
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
-            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None) -> Graph:
+            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None,
+            scale: EdgeScale | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
         attack attacks ``defend``, the edge stages whose key is ``defence``, knowing the pairs they
-        always prune (``avoid``)."""
+        always prune or down-weight (``avoid``) and the weights they always give (``scale``)."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
@@ -643,7 +669,7 @@ class AttackedGraphs:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid)
+            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid, scale)
                         if attack in ADAPTIVE else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
             adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)

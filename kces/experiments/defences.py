@@ -46,6 +46,7 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces-top2": (Pruning(label_top_k=2, label_source="features"), Complexity()),
     "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood"), Complexity()),
     "kces-both-labels-only": (Pruning(threshold=None, label_source="both"), Complexity()),
+    "kces-soft": (Pruning(label_source="both", unlabelled_weight=0.25), Complexity()),
 }
 """The package default (both label sources) and the variants of the benchmarks: the rule with
 neighbourhood-voted labels alone (``kces-nbr``, the default until the vote-moving attack) and with
@@ -54,7 +55,9 @@ validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's variants
 feature-label rule (the paper's literal reading: the 10% highest-KC edges; the KC bound without
 the label check; the label check without the KC bound; two hops; the label check that accepted an
 unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
-the default without the KC bound. Their settings are spelled out, so that their keys
+the default without the KC bound; the default that also down-weights (to 0.25, chosen on
+validation nodes, ``benchmarks/reweight.py``) the edges between unlabelled nodes whose feature
+labels disagree (``kces-soft``). Their settings are spelled out, so that their keys
 (:func:`edge_stages_key`) do not move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
@@ -135,6 +138,11 @@ def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
     return sp.csr_matrix((u * s) @ vt, dtype=np.float32)
 
 
+LATER_FIELDS = {"unlabelled_weight": 1.0}
+"""Option fields added after the first keys were made → the value that gives the rule before
+them: left out of :func:`edge_stages_key` at that value, so that the earlier keys stand."""
+
+
 def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     """``"kces+jaccard"``-style name of the edge stages of ``stages`` and 8 hex digits of a hash of
     their settings (every field of a KCES stage's :class:`kces.Pruning` and
@@ -148,7 +156,9 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
-    described = [(stage, *(sorted(asdict(group).items()) for group in KCES_VARIANTS[stage]), sorted(constants.items()))
+    described = [(stage, *(sorted((field, value) for field, value in asdict(group).items()
+                               if field not in LATER_FIELDS or value != LATER_FIELDS[field]) for group in KCES_VARIANTS[stage]),
+                  sorted(constants.items()))
                  if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
     return f"{'+'.join(edge)}-{hashlib.sha256(repr(described).encode()).hexdigest()[:8]}"
 
@@ -180,12 +190,13 @@ def edge_defence(stages: tuple[str, ...], graph: Graph, seed: int,
 
 def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What a rule-aware attacker reads in the code of the edge stages of ``stages``: the node
-    pairs they prune wherever those pairs stand in ``graph`` (on its features and labels alone),
-    as a function of (2, b) int64 pairs → (b,) bool; None if no stage has such a rule. A KCES
-    stage's label check on a graph with features (a pair at a training node whose labels
-    disagree, :func:`kces.labels.label_disagreement`; neighbourhood labels, which the default
-    checks too, are those of ``graph``: edges at training nodes cast no vote, so they stand for
-    every graph with the same edges between unlabelled nodes); Jaccard's feature similarity below
+    pairs they prune or down-weight wherever those pairs stand in ``graph`` (on its features and
+    labels alone), as a function of (2, b) int64 pairs → (b,) bool; None if no stage has such a
+    rule. A KCES stage's label check on a graph with features (a pair at a training node whose
+    labels disagree, :func:`kces.labels.label_disagreement`; neighbourhood labels, which the
+    default checks too, are those of ``graph``: edges at training nodes cast no vote, so they
+    stand for every graph with the same edges between unlabelled nodes) and the pairs of
+    unlabelled nodes it down-weights (:func:`always_scaled`); Jaccard's feature similarity below
     its threshold. The KC bound, the featureless checks and SVD depend on the whole graph: not
     here."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
@@ -202,12 +213,38 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
                 & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
                 for scores in score_sets]
+            if pruning.unlabelled_weight < 1.0:
+                rules.append(_unlabelled_disagreement(pruning, graph))
         elif stage == "jaccard":
             rules.append(lambda pairs: torch.from_numpy(
                 feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
     if not rules:
         return None
     return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
+
+
+def _unlabelled_disagreement(pruning: Pruning, graph: Graph) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(2, b) pairs → (b,) bool: the pairs of two non-candidate nodes whose feature labels
+    disagree, which ``pruning`` (``unlabelled_weight < 1``) down-weights (graph-free)."""
+    x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
+    train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
+    scores = feature_class_scores(x, y, train, num_classes)
+    return lambda pairs: (~candidate_mask(pairs, train, graph.num_nodes, pruning)
+                          & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
+
+
+def always_scaled(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The weights a KCES stage that re-weights (``Pruning(unlabelled_weight < 1)``) gives node
+    pairs wherever they stand in ``graph``, as (2, b) int64 pairs → (b,) float32 (1 where it leaves
+    them), for an attacker who differentiates through them; None without such a stage, or on a
+    featureless graph (there the pairs it down-weights depend on the whole graph)."""
+    x = torch.from_numpy(graph.features.toarray())
+    for stage in stages:
+        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
+        if pruning is not None and pruning.unlabelled_weight < 1.0 and not is_identity_like(x):
+            flagged = _unlabelled_disagreement(pruning, graph)
+            return lambda pairs: torch.where(flagged(pairs.cpu()), pruning.unlabelled_weight, 1.0).float().to(pairs.device)
+    return None
 
 
 def _rgcn_output(graph: Graph, epochs: int) -> torch.Tensor:

@@ -170,13 +170,31 @@ def train_gcn(graph: Graph, epochs: int = EPOCHS, lr: float = ADAM_LR, weight_de
     return model, x, adj_norm
 
 
+EdgeScale = Callable[[Tensor], Tensor]
+"""(2, k) node pairs → (k,) weights: a defence's graph-free re-weighting of the edges."""
+
+
+class EdgeScaled(nn.Module):
+    """``model`` seeing every edge's weight (1 if not given) times ``scale`` of its endpoints."""
+
+    def __init__(self, model: nn.Module, scale: EdgeScale):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        scale = self.scale(edge_index)
+        return self.model(x, edge_index, scale if edge_weight is None else edge_weight * scale)
+
+
 def train_pyg(graph: Graph, model_name: str, optimizer_name: str, epochs: int,
-              lr: float | None = None) -> tuple[nn.Module, Tensor, tuple]:
+              lr: float | None = None, edge_scale: EdgeScale | None = None) -> tuple[nn.Module, Tensor, tuple]:
     """PyG ``model_name`` trained with ``optimizer_name`` (``lr`` as :func:`build_optimizer`) on
-    ``graph`` from the current random state; returns the model (eval mode), the dense (n, d)
-    features and its structure inputs."""
+    ``graph`` (its edges re-weighted by ``edge_scale``, :class:`EdgeScaled`) from the current random
+    state; returns the model (eval mode), the dense (n, d) features and its structure inputs."""
     x, y, train, val = graph_tensors(graph)
     model = build_model(model_name, x.shape[1], int(y.max()) + 1)
+    if edge_scale is not None:
+        model = EdgeScaled(model, edge_scale)
     inputs = (from_scipy_sparse_matrix(graph.adj)[0],)
     optimizer = build_optimizer(optimizer_name, model_name, model, lr)
     return fit(model, optimizer, x, inputs, y, train, val, epochs), x, inputs
