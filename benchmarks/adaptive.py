@@ -11,7 +11,8 @@ nodes, and replaces what the defence prunes; PyG's PRBCD
 against a surrogate trained on the clean graph, whose adaptive version
 (``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
 prunes, and against a defence that prunes some pairs wherever they stand (KCES's label check,
-Jaccard: ``kces.experiments.defences.always_pruned``) also runs never flipping those, keeping
+Jaccard: ``kces.experiments.defences.always_pruned``) also runs never flipping those, and against
+one that down-weights some (``kces-soft``: ``always_scaled``) also through those weights, keeping
 the poisoned graph that fools its surrogate more (2 seeds: 1–3 minutes per adaptive cell); and
 Meta-Self, a meta-gradient poisoning attack (``kces.experiments.metagradient``), whose adaptive
 version (``meta_self_through_defence``) takes its meta-gradients on what the defence keeps,
@@ -43,7 +44,7 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr", "kces-features"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft"]
 
 
 def main() -> int:

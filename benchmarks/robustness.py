@@ -3,7 +3,9 @@ without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
 nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
-KCES, KCES+Jaccard and the feature-label variant ``kces-features`` (the earlier default); GCN
+KCES, KCES+Jaccard, the neighbourhood and feature-label variants ``kces-nbr`` and ``kces-features``
+(earlier defaults) and ``kces-soft`` (the default that also down-weights the edges between
+unlabelled nodes whose feature labels disagree); GCN
 trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
@@ -21,7 +23,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]

@@ -337,6 +337,12 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     assert key(("kces",)) != before  # a changed default gives a new key, not the stale graph
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     assert key(("kces",)) == before
+    # a field added later is hashed only away from the value that gives the rule before it, so
+    # that the graphs cached under the earlier keys stand
+    assert before == "kces-0ebe82c5" and key(("kces-nbr",)) == "kces-nbr-e971394f"
+    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(unlabelled_weight=0.5), Complexity()))
+    assert key(("kces",)) != before
+    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     monkeypatch.setattr(defences, "MIN_NEIGHBOURHOOD_OVERLAP", 0.5)
     overlap_changed = key(("kces",))
     monkeypatch.setattr(defences, "EXCESS_Z", 3.0)

@@ -606,8 +606,10 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None],
                                       sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: train_links(graph, rate, seed, defend),
-    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: vote_links(graph, rate, seed, defend),
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: train_links(
+        graph, rate, seed, defend),
+    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: vote_links(
+        graph, rate, seed, defend),
     "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: prbcd_through_defence(
         graph, rate, seed, epochs, defend, avoid, scale=scale),
     "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: meta_self_through_defence(

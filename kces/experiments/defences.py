@@ -156,9 +156,10 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
-    described = [(stage, *(sorted((field, value) for field, value in asdict(group).items()
-                               if field not in LATER_FIELDS or value != LATER_FIELDS[field]) for group in KCES_VARIANTS[stage]),
-                  sorted(constants.items()))
+    def fields_of(group: Pruning | Complexity) -> list[tuple[str, object]]:
+        return sorted((field, value) for field, value in asdict(group).items()
+                      if field not in LATER_FIELDS or value != LATER_FIELDS[field])
+    described = [(stage, *(fields_of(group) for group in KCES_VARIANTS[stage]), sorted(constants.items()))
                  if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
     return f"{'+'.join(edge)}-{hashlib.sha256(repr(described).encode()).hexdigest()[:8]}"
 
@@ -242,8 +243,8 @@ def always_scaled(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.unlabelled_weight < 1.0 and not is_identity_like(x):
-            flagged = _unlabelled_disagreement(pruning, graph)
-            return lambda pairs: torch.where(flagged(pairs.cpu()), pruning.unlabelled_weight, 1.0).float().to(pairs.device)
+            flagged, weight = _unlabelled_disagreement(pruning, graph), pruning.unlabelled_weight
+            return lambda pairs: torch.where(flagged(pairs.cpu()), weight, 1.0).float().to(pairs.device)
     return None
 
 
