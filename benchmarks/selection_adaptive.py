@@ -59,6 +59,8 @@ def main() -> int:
         clean = dataset.graph
         shared = scenarios(name)
         shared["metaself"] = graphs.get(dataset, "metaself", 0.2, 0)
+        if dataset.featureless:  # the rule-aware hub attacks built against the featureless check
+            shared.update({attack: graphs.get(dataset, attack, 0.2, 0) for attack in ("trainhub", "trainhub-capped")})
         rate = 0.2 * clean.idx_val.size / clean.idx_test.size
         shared["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                              targets=clean.idx_val))
@@ -67,7 +69,8 @@ def main() -> int:
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
             avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
             attacked = dict(shared)
-            for attack in ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive"):
+            for attack in ("metaself-adaptive", "trainlink-adaptive") + (() if dataset.featureless
+                                                                         else ("votelink-adaptive",)):
                 attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
             attacked["prbcd-val, rule-aware"] = clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
