@@ -4,9 +4,12 @@
 labels by 0.2 points. Here three label sources — graph-free feature labels (``kces-features``),
 neighbourhood-voted labels (``kces-nbr``: own feature class scores plus the mean of the
 unlabelled neighbours') and both at once (``kces``, the default since this measurement: an edge
-goes when either disagrees) — and no defence (for reference) face the adaptive attacks too. GCN
+goes when either disagrees), the default that also down-weights the edges between unlabelled
+nodes whose feature labels disagree (``kces-soft``, added later and measured, not adopted) — and
+no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
-Citeseer, test nodes for the record only, in: the four scenarios of ``selection.py`` (clean,
+Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
+hub attacks), test nodes for the record only, in: the four scenarios of ``selection.py`` (clean,
 Metattack 20%, Nettack-5, DICE 20%); Meta-Self 20% and its adaptive version through the
 candidate (``metaself``, ``metaself-adaptive``: no labels but the training nodes'); training-node
 insertions through the candidate, plain and first moving the neighbourhood vote
@@ -15,11 +18,11 @@ at the test attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0), ag
 clean graph and through the candidate told the pairs it always prunes (as ``prbcd-adaptive``).
 Graphs the adaptive benchmark made are read from its cache (``results/adaptive/cache``), and
 those made here are left there. The candidate with the highest mean validation accuracy over the
-ten scenarios is the one validation prefers; the mean over the four adaptive ones is reported
+ten scenarios (eleven on Polblogs) is the one validation prefers; the mean over the adaptive ones is reported
 beside it. About 20 minutes per dataset on one core with the cache, 30 without. Writes
 ``results/selection_adaptive.json``.
 
-    python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3]
+    python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3] [--candidates none,kces,...]
 """
 from __future__ import annotations
 
