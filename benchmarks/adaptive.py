@@ -55,10 +55,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     datasets = args.datasets.split(",")
+    with_features = [name for name in datasets if not load_dataset(name).featureless]
     grids = [dict(attacks=["trainlink", "trainlink-adaptive"], defences=DEFENCES, datasets=datasets,
                   seeds=args.seeds),
-             dict(attacks=["votelink-adaptive"], defences=DEFENCES, seeds=args.seeds,
-                  datasets=[name for name in datasets if not load_dataset(name).featureless]),
+             *([dict(attacks=["votelink-adaptive"], defences=DEFENCES, seeds=args.seeds, datasets=with_features)]
+               if with_features else []),
              dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
              dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
              dict(attacks=["trainhub", "trainhub-capped", "trainhub-padded"], defences=DEFENCES, datasets=datasets,

@@ -201,18 +201,27 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
 
     A directed input is scored as its undirected version; a pruned edge {i, j} loses both
-    (i, j) and (j, i); self-loops, weights and order of the kept entries stay. Without
-    ``idx_train`` a seeded ``train_ratio`` split of the labelled nodes is used. Returns the
-    undirected edge counts (before, after)."""
+    (i, j) and (j, i), a re-weighted one (a rule with an ``unlabelled_weight`` below 1; the
+    default's on featureless graphs) has both multiplied by the factor; self-loops, weights and
+    order of the kept entries stay otherwise. Without ``idx_train`` a seeded ``train_ratio`` split
+    of the labelled nodes is used. Returns the undirected edge counts (before, after)."""
+    import numpy as np
+    import scipy.sparse as sp
+
     from .adapters import edge_difference, sanitize_adj
     from .formats import random_split, read_npz, undirected, write_npz_without
 
     adj, features, labels, split = read_npz(src)
     graph = undirected(adj)
     train = split["idx_train"] if "idx_train" in split else random_split(labels, seed, train_ratio, 0.0)[0]
-    sanitized = sanitize_adj(graph, features, labels, train, pruning=pruning, complexity=complexity)
+    sanitized = sp.csr_matrix(sanitize_adj(graph, features, labels, train, pruning=pruning, complexity=complexity))
     pruned = edge_difference(graph, sanitized)
-    write_npz_without(src, dst, adj, pruned)
+    kept = sanitized.tocoo()
+    before = np.asarray(graph[kept.row, kept.col]).ravel()
+    changed = ~np.isclose(kept.data, before)
+    factors = sp.csr_matrix((kept.data[changed] / before[changed], (kept.row[changed], kept.col[changed])),
+                            shape=graph.shape)
+    write_npz_without(src, dst, adj, pruned, factors)
     return graph.nnz // 2, graph.nnz // 2 - len(pruned)
 
 

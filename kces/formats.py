@@ -135,13 +135,23 @@ def random_split(labels: np.ndarray, seed: int, train: float = 0.1, val: float =
     return tuple(np.sort(p).astype(np.int64) for p in parts)
 
 
-def write_npz_without(src: Path, dst: Path, adj: sp.csr_matrix, pairs: np.ndarray) -> None:
+def write_npz_without(src: Path, dst: Path, adj: sp.csr_matrix, pairs: np.ndarray,
+                      factors: sp.csr_matrix | None = None) -> None:
     """Write ``dst``: the Nettack-layout ``src`` (whose raw adjacency is ``adj``) without the
-    entries (i, j) and (j, i) of each row of ``pairs`` (m, 2). The kept entries keep their
-    order, weights and dtypes; every other array is copied byte for byte."""
+    entries (i, j) and (j, i) of each row of ``pairs`` (m, 2), and each kept entry (i, j) with a
+    stored value in ``factors`` (n, n) multiplied by it. The kept entries keep their order and
+    weights otherwise, and their dtypes (float32 when an integer weight is multiplied); every
+    other array is copied byte for byte."""
     with np.load(src, allow_pickle=False) as loader:
         dtypes = {key: loader[key].dtype for key in ADJ_KEYS}
-    arrays = {key: value.astype(dtypes[key]) for key, value in _without_pairs(adj, pairs).items()}
+    arrays = _without_pairs(adj, pairs)
+    if factors is not None and factors.nnz:
+        rows = np.repeat(np.arange(adj.shape[0], dtype=np.int64), np.diff(arrays["adj_indptr"]))
+        factor = np.asarray(sp.csr_matrix(factors)[rows, arrays["adj_indices"]]).ravel()
+        arrays["adj_data"] = arrays["adj_data"] * np.where(factor != 0, factor, 1.0)
+        if not np.issubdtype(dtypes["adj_data"], np.floating):
+            dtypes["adj_data"] = np.dtype(np.float32)
+    arrays = {key: value.astype(dtypes[key]) for key, value in arrays.items()}
     atomic_write(dst, lambda f: _replace_members(src, f, arrays))
 
 

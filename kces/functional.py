@@ -15,7 +15,7 @@ from .complexity import label_matrix, pair_scores
 from .inputs import Problem, prepare
 from .labels import feature_class_scores, is_featureless, label_disagreement
 from .options import Complexity, Pruning, options
-from .prune import candidate_mask, prune_mask
+from .prune import candidate_mask, prune_mask, unlabelled_weight
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Sanitized:
     """Result of :func:`sanitize`. ``edge_index`` (2, E') kept columns of the input;
     ``edge_mask`` (E,) True where a column was kept; ``scores`` (E,) its edge's KC score;
     ``edge_weight`` (E',) the kept columns' weights (the input's, 1 without, times what the rule
-    leaves them) when the rule re-weights (``Pruning(unlabelled_weight < 1)``), else None."""
+    leaves them) when the rule re-weights (an ``unlabelled_weight`` below 1; the default's on featureless graphs), else None."""
 
     edge_index: Tensor
     edge_mask: Tensor
@@ -79,25 +79,28 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     pairs, inverse = edges.pairs.to(dev), edges.inverse.to(dev)
     candidates = candidate_mask(pairs, problem.train_nodes, edges.num_nodes, pruning)
     disagree = unlabelled = None
+    featureless = is_featureless(problem.x)
+    weight = unlabelled_weight(pruning, featureless)
     if pruning.label_check:
-        class_scores = None if is_featureless(problem.x) else feature_class_scores(
+        class_scores = None if featureless else feature_class_scores(
             problem.x, problem.y, problem.train_nodes, problem.num_classes)
+
         def disagreement(source: str) -> Tensor:
             return label_disagreement(pairs, problem.x, problem.y, problem.train_nodes, problem.num_classes,
                                       pruning.label_top_k, source, class_scores)
         disagree = disagreement(pruning.label_source)
-        if pruning.unlabelled_weight < 1.0:  # graph-free labels: the feature labels alone
-            unlabelled = ~candidates & (disagree if class_scores is None or pruning.label_source == "features"
+        if weight < 1.0:  # graph-free labels: the feature labels alone
+            unlabelled = ~candidates & (disagree if featureless or pruning.label_source == "features"
                                         else disagreement("features"))
     pruned = prune_mask(scores, candidates, disagree, pruning)
     factor = None
     if unlabelled is not None:
-        factor = torch.where(unlabelled, pruning.unlabelled_weight, 1.0).to(problem.x.dtype)
+        factor = torch.where(unlabelled, weight, 1.0).to(problem.x.dtype)
         pruned |= factor == 0
     edge_mask = ~pruned[inverse].to(edge_index.device)
-    weight = None
+    kept_weight = None
     if factor is not None:
         given = torch.ones(edge_index.shape[1], device=dev) if edge_weight is None else edge_weight.to(dev)
-        weight = (given * factor[inverse])[edge_mask.to(dev)].to(edge_index.device)
+        kept_weight = (given * factor[inverse])[edge_mask.to(dev)].to(edge_index.device)
     return Sanitized(edge_index=edge_index[:, edge_mask], edge_mask=edge_mask, scores=scores[inverse],
-                     edge_weight=weight)
+                     edge_weight=kept_weight)

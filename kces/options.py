@@ -124,12 +124,14 @@ class Pruning(_Options):
             neighbourhood vote, README).
         candidates (str, default ``"labelled"``): ``"labelled"`` (edges touching a training
             node) or ``"all"``.
-        unlabelled_weight (float in [0, 1], default 1.0): the weight kept by an edge between two
-            non-candidate nodes whose graph-free labels disagree (feature labels; on a featureless
-            graph the overlap and excess checks): 1 leaves them alone, 0 prunes them, in between
-            the output carries edge weights (:attr:`kces.Sanitized.edge_weight`; the
-            ``kces-soft`` variant of the benchmark, measured against PRBCD aimed at what the
-            default never inspects, README). Needs the label check.
+        unlabelled_weight (float in [0, 1] or ``"auto"``, default ``"auto"``): the weight kept by
+            an edge between two non-candidate nodes whose graph-free labels disagree (feature
+            labels; on a featureless graph the overlap check): 1 leaves them alone, 0 prunes them,
+            in between the output carries edge weights (:attr:`kces.Sanitized.edge_weight`).
+            ``"auto"``: :data:`kces.prune.AUTO_UNLABELLED_WEIGHT` on featureless graphs, 1 on
+            graphs with features (chosen on validation nodes under attacks that know the rule,
+            README; 0.25 everywhere is the ``kces-soft`` variant of the benchmark). A number below
+            1 needs the label check; without it ``"auto"`` is 1.
     """
 
     ratio: float | None = None
@@ -138,7 +140,7 @@ class Pruning(_Options):
     label_top_k: int = 1
     candidates: str = "labelled"
     label_source: str = "both"
-    unlabelled_weight: float = 1.0
+    unlabelled_weight: float | str = "auto"
 
     def __post_init__(self) -> None:
         if self.ratio is not None:
@@ -165,9 +167,14 @@ class Pruning(_Options):
             raise InputError(f"candidates must be one of {CANDIDATES}, got {self.candidates!r}")
         if self.label_source not in LABEL_SOURCES:
             raise InputError(f"label_source must be one of {LABEL_SOURCES}, got {self.label_source!r}")
+        if isinstance(self.unlabelled_weight, str):
+            if self.unlabelled_weight != "auto":
+                raise InputError(f"unlabelled_weight must be a number in [0, 1] or 'auto', "
+                                 f"got {self.unlabelled_weight!r}")
+            return
         weight = _real(self.unlabelled_weight, "unlabelled_weight")
         if not 0.0 <= weight <= 1.0:
-            raise InputError(f"unlabelled_weight must be a number in [0, 1], got {self.unlabelled_weight!r}")
+            raise InputError(f"unlabelled_weight must be a number in [0, 1] or 'auto', got {self.unlabelled_weight!r}")
         if weight < 1.0 and not self.label_check:
             raise InputError("unlabelled_weight < 1 re-weights edges by the label check: it needs label_check=True")
         object.__setattr__(self, "unlabelled_weight", weight)

@@ -13,6 +13,10 @@ labels say anything, and prunes a candidate when
    excess of training neighbours of that class, see :func:`kces.labels.training_neighbour_excess`), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
+On a featureless graph it also keeps the edges between two unlabelled nodes that share few of
+their other neighbours at :data:`AUTO_UNLABELLED_WEIGHT` of their weight
+(``unlabelled_weight="auto"``; chosen on validation nodes under attacks that know the rule,
+which move to those edges): the output then carries edge weights.
 ``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the
 other candidates, each by descending KC, then the other edges); ``threshold=t`` exactly the
 edges whose KC exceeds ``t``; ``threshold=None`` only 1. Ties are broken by edge order (stable).
@@ -27,6 +31,22 @@ from .options import Pruning
 
 AUTO_THRESHOLD_SCALE = 2.0
 """``threshold="auto"`` prunes candidates with KC above this multiple of the mean |KC|."""
+AUTO_UNLABELLED_WEIGHT = 0.25
+"""``unlabelled_weight="auto"`` on a featureless graph: the weight kept by an edge between two
+unlabelled nodes that the overlap check flags (chosen on Polblogs' validation nodes under attacks
+that know the rule, ``benchmarks/selection_adaptive.py``; with features validation split between
+Cora and Citeseer, and there it is 1: off)."""
+
+
+def unlabelled_weight(rule: Pruning, featureless: bool) -> float:
+    """The weight ``rule`` leaves the flagged edges between two non-candidate nodes: its
+    ``unlabelled_weight``, ``"auto"`` resolved by whether the graph is ``featureless``; 1 (off)
+    without the label check."""
+    if not rule.label_check:
+        return 1.0
+    if rule.unlabelled_weight == "auto":
+        return AUTO_UNLABELLED_WEIGHT if featureless else 1.0
+    return rule.unlabelled_weight
 
 
 def candidate_mask(pairs: Tensor, train_nodes: Tensor, num_nodes: int, rule: Pruning) -> Tensor:

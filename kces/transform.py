@@ -21,9 +21,9 @@ class KCES(BaseTransform):
     ``data[mask_attr]``, the features ``data.x`` (identity if absent) and, if present,
     ``data.edge_weight``. Returns a new ``Data``: every edge-level attribute
     (``edge_attr``, ``edge_weight``, ...) follows the kept edges, everything else is
-    untouched; the input is never modified. A rule that re-weights
-    (``Pruning(unlabelled_weight < 1)``) sets ``edge_weight`` (E',) on the output (the input's
-    times the new weights): pass it to the model (``GCNConv(x, edge_index, edge_weight)``). A
+    untouched; the input is never modified. A rule that re-weights (an ``unlabelled_weight``
+    below 1; the default does on featureless graphs) sets ``edge_weight`` (E',) on the output (the
+    input's times the new weights): pass it to the model (``GCNConv(x, edge_index, edge_weight)``). A
     graph whose ``mask_attr`` selects no node (PyG
     applies transforms before a split exists, e.g. ``Planetoid(split="random")``) passes
     through unchanged with a ``UserWarning``. Edge-level attributes are those PyG's

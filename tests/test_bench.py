@@ -338,11 +338,15 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     assert key(("kces",)) == before
     # a field added later is hashed only away from the value that gives the rule before it, so
-    # that the graphs cached under the earlier keys stand
-    assert before == "kces-0ebe82c5" and key(("kces-nbr",)) == "kces-nbr-e971394f"
-    monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(unlabelled_weight=0.5), Complexity()))
-    assert key(("kces",)) != before
+    # that the graphs cached under the earlier keys stand; "auto" is hashed with the constant it reads
+    assert key(("kces-nbr",)) == "kces-nbr-e971394f"
+    for weight in (1.0, 0.5):
+        monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(unlabelled_weight=weight), Complexity()))
+        assert (key(("kces",)) == "kces-0ebe82c5") == (weight == 1.0) and key(("kces",)) != before
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
+    monkeypatch.setattr(defences, "AUTO_UNLABELLED_WEIGHT", 0.5)
+    assert key(("kces",)) != before
+    monkeypatch.setattr(defences, "AUTO_UNLABELLED_WEIGHT", 0.25)
     monkeypatch.setattr(defences, "MIN_NEIGHBOURHOOD_OVERLAP", 0.5)
     overlap_changed = key(("kces",))
     monkeypatch.setattr(defences, "EXCESS_Z", 3.0)
@@ -533,6 +537,9 @@ def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
 
     kept = kept_edges(defend, graph.adj)
     assert kept is not None and (kept != (graph.adj != 0)).nnz == 0 and set(kept.data) == {1.0}
+    full = sp.coo_matrix(kept_edges(defend, graph.adj, full_weight=True))  # down-weighted edges count as undone
+    assert set(full.data) == {1.0} and not ((full.row % 2 == 1) & (full.col % 2 == 1)).any()
+    assert full.nnz == int((~((kept.tocoo().row % 2 == 1) & (kept.tocoo().col % 2 == 1))).sum())
     calls, surrogates = [], []
     rbcd, surrogate = attacks.rbcd_perturbed, attacks._surrogate_accuracy
     with pytest.MonkeyPatch.context() as patch:

@@ -348,3 +348,23 @@ def test_the_split_of_a_file_without_one_is_stratified() -> None:
         assert np.all(np.abs(counts - share * np.array([50, 30, 15])) <= 1)
     again = random_split(labels, seed=3, train=0.1, val=0.2)
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
+
+
+def test_sanitize_a_featureless_file_writes_the_default_weights(tmp_path: Path, capsys) -> None:
+    """On a featureless graph the default down-weights some edges between unlabelled nodes: the
+    written file carries those weights (both directions), exactly sanitize_adj's output."""
+    from kces import sanitize_adj
+    from kces.formats import random_split, read_npz, undirected
+
+    blogs = write_tiny_npz(tmp_path / "blogs.npz", features=False)
+    out = tmp_path / "sanitized.npz"
+    assert main(["sanitize", str(blogs), str(out)]) == 0
+    adj, features, labels, split = read_npz(blogs)
+    graph = undirected(adj)
+    assert "idx_train" not in split  # the CLI draws its seeded split (seed 0, 10% of the nodes)
+    train = random_split(labels, 0, 0.1, 0.0)[0]
+    expected = sp.csr_matrix(sanitize_adj(graph, features, labels, train, device="cpu"))
+    with np.load(out) as f:
+        written = sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
+    assert 0 < int((written.data < 1).sum()) and (written != written.T).nnz == 0
+    assert abs(written - expected).max() < 1e-6

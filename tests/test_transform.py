@@ -574,7 +574,8 @@ def test_unlabelled_weight_on_a_featureless_graph_follows_the_structural_check()
     data = noisy_problem()
     train = data.train_mask
     result = kces.sanitize(data.edge_index, None, data.y, train, pruning=dict(unlabelled_weight=0.5))
-    plain = kces.sanitize(data.edge_index, None, data.y, train)
+    plain = kces.sanitize(data.edge_index, None, data.y, train, pruning=dict(unlabelled_weight=1.0))
+    assert plain.edge_weight is None
     pairs = data.edge_index[:, data.edge_index[0] < data.edge_index[1]]  # each undirected edge once
     structural = label_disagreement(pairs, torch.eye(N), data.y, train.nonzero().view(-1), CLASSES)
     disagree = {(int(a), int(b)) for (a, b), flag in zip(pairs.T, structural) if flag}
@@ -585,7 +586,23 @@ def test_unlabelled_weight_on_a_featureless_graph_follows_the_structural_check()
     torch.testing.assert_close(result.edge_weight, torch.where(flagged, 0.5, 1.0)[result.edge_mask])
 
 
-@pytest.mark.parametrize("value, error", [(1.5, ValueError), (-0.1, ValueError), ("half", TypeError)])
+def test_unlabelled_weight_auto_is_on_for_featureless_graphs_only():
+    from kces.prune import AUTO_UNLABELLED_WEIGHT
+
+    data = noisy_problem()
+    args = (data.edge_index, data.y, data.train_mask)
+    featureless = kces.sanitize(args[0], None, *args[1:])
+    explicit = kces.sanitize(args[0], None, *args[1:], pruning=dict(unlabelled_weight=AUTO_UNLABELLED_WEIGHT))
+    assert featureless.edge_weight is not None and (featureless.edge_weight < 1).any()
+    assert torch.equal(featureless.edge_mask, explicit.edge_mask)
+    assert torch.equal(featureless.edge_weight, explicit.edge_weight)
+    assert kces.sanitize(args[0], data.x, *args[1:]).edge_weight is None
+    assert kces.sanitize(args[0], None, *args[1:], pruning=dict(label_check=False)).edge_weight is None
+    assert repr(kces.Pruning(unlabelled_weight=0.25)) == "Pruning(unlabelled_weight=0.25)"
+
+
+@pytest.mark.parametrize("value, error", [(1.5, ValueError), (-0.1, ValueError), ("half", ValueError),
+                                          ([0.5], TypeError)])
 def test_unlabelled_weight_is_validated(value, error):
     with pytest.raises(error, match="unlabelled_weight"):
         kces.Pruning(unlabelled_weight=value)

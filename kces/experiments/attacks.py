@@ -435,13 +435,23 @@ SeenAttack = Callable[[Graph, int, int, sp.csr_matrix], sp.csr_matrix]
 matrix) → that graph's adjacency after the attack."""
 
 
-def kept_edges(defend: Callable[[sp.csr_matrix], sp.csr_matrix], adj: sp.csr_matrix) -> sp.csr_matrix | None:
+def kept_edges(defend: Callable[[sp.csr_matrix], sp.csr_matrix], adj: sp.csr_matrix,
+               full_weight: bool = False) -> sp.csr_matrix | None:
     """The edges (0/1) the defence keeps of ``adj`` when its output holds no others (it removes
     edges, and may re-weight some it keeps), else None: a defence that rebuilds the graph (SVD's
-    dense reconstruction) gives the attacker no edge to withdraw and no sparse graph to attack."""
+    dense reconstruction) gives the attacker no edge to withdraw and no sparse graph to attack.
+    ``full_weight``: only those it keeps at their weight in ``adj`` (one it down-weights counts as
+    undone, like one it prunes)."""
     out = sp.csr_matrix(defend(adj))
     kept = (out != 0).astype(np.float32)
-    return kept if (kept - kept.multiply(adj != 0)).nnz == 0 else None
+    if (kept - kept.multiply(adj != 0)).nnz:
+        return None
+    if not full_weight:
+        return kept
+    edges = sp.coo_matrix(adj)
+    same = np.isclose(np.asarray(out[edges.row, edges.col]).ravel(), edges.data)
+    return sp.csr_matrix((np.ones(int(same.sum()), dtype=np.float32), (edges.row[same], edges.col[same])),
+                         shape=adj.shape)
 
 
 def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
@@ -450,9 +460,9 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
 
     Each of :data:`GRADIENT_ROUNDS` rounds runs the defence on the current poisoned graph and
     spends the remaining budget with ``attack`` on what the defence keeps (the graph the victim
-    trains on); flips the defence undoes on the next poisoned graph (an inserted edge it prunes)
-    are withdrawn and their budget spent again in the next round, and the attack is told to
-    leave them, and the edges the defence removes, alone. At most ``round(rate · m)`` flips
+    trains on); flips the defence undoes on the next poisoned graph (an inserted edge it prunes or
+    down-weights) are withdrawn and their budget spent again in the next round, and the attack is
+    told to leave them, and the edges the defence removes, alone. At most ``round(rate · m)`` flips
     relative to the clean graph. Against a defence that rebuilds the graph (SVD) it
     is the plain attack on the poisoned graph."""
     clean, count = graph.adj, budget(graph, rate)
@@ -472,9 +482,9 @@ def through_defence(graph: Graph, rate: float, defend: Callable[[sp.csr_matrix],
             change = added - removed
             poisoned = sp.csr_matrix(poisoned + change + change.T)
             poisoned.eliminate_zeros()
-        kept = kept_edges(defend, poisoned) if round_ < GRADIENT_ROUNDS - 1 else None
+        kept = kept_edges(defend, poisoned, full_weight=True) if round_ < GRADIENT_ROUNDS - 1 else None
         pruned = None
-        if kept is not None:  # withdraw the insertions the defence prunes; their budget is spent again
+        if kept is not None:  # withdraw the insertions the defence prunes or down-weights; spend their budget again
             pruned = sp.triu(poisoned - poisoned.multiply(kept), k=1).multiply(poisoned - clean > 0)
             poisoned = sp.csr_matrix(poisoned - pruned - pruned.T)
             poisoned.eliminate_zeros()

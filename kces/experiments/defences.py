@@ -29,7 +29,7 @@ from ..graph import node_mask
 from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
                       label_disagreement, label_score_sets)
 from ..options import Complexity, Pruning
-from ..prune import AUTO_THRESHOLD_SCALE, candidate_mask
+from ..prune import AUTO_THRESHOLD_SCALE, AUTO_UNLABELLED_WEIGHT, candidate_mask, unlabelled_weight
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
@@ -37,15 +37,17 @@ from .names import DEFENCES, MODEL_DEFENCES, SVD_RANK
 
 KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces": (Pruning(), Complexity()),
-    "kces-nbr": (Pruning(label_source="neighbourhood"), Complexity()),
-    "kces-features": (Pruning(label_source="features"), Complexity()),
-    "kces-top10": (Pruning(ratio=0.1, label_check=False, candidates="all", label_source="features"), Complexity()),
-    "kces-kc-only": (Pruning(label_check=False, label_source="features"), Complexity()),
-    "kces-labels-only": (Pruning(threshold=None, label_source="features"), Complexity()),
-    "kces-k2": (Pruning(label_source="features"), Complexity(k=2)),
-    "kces-top2": (Pruning(label_top_k=2, label_source="features"), Complexity()),
-    "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood"), Complexity()),
-    "kces-both-labels-only": (Pruning(threshold=None, label_source="both"), Complexity()),
+    "kces-nbr": (Pruning(label_source="neighbourhood", unlabelled_weight=1.0), Complexity()),
+    "kces-features": (Pruning(label_source="features", unlabelled_weight=1.0), Complexity()),
+    "kces-top10": (Pruning(ratio=0.1, label_check=False, candidates="all", label_source="features",
+                           unlabelled_weight=1.0), Complexity()),
+    "kces-kc-only": (Pruning(label_check=False, label_source="features", unlabelled_weight=1.0), Complexity()),
+    "kces-labels-only": (Pruning(threshold=None, label_source="features", unlabelled_weight=1.0), Complexity()),
+    "kces-k2": (Pruning(label_source="features", unlabelled_weight=1.0), Complexity(k=2)),
+    "kces-top2": (Pruning(label_top_k=2, label_source="features", unlabelled_weight=1.0), Complexity()),
+    "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood", unlabelled_weight=1.0),
+                             Complexity()),
+    "kces-both-labels-only": (Pruning(threshold=None, label_source="both", unlabelled_weight=1.0), Complexity()),
     "kces-soft": (Pruning(label_source="both", unlabelled_weight=0.25), Complexity()),
 }
 """The package default (both label sources) and the variants of the benchmarks: the rule with
@@ -57,7 +59,8 @@ the label check; the label check without the KC bound; two hops; the label check
 unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
 the default without the KC bound; the default that also down-weights (to 0.25, chosen on
 validation nodes, ``benchmarks/reweight.py``) the edges between unlabelled nodes whose feature
-labels disagree (``kces-soft``). Their settings are spelled out, so that their keys
+labels disagree (``kces-soft``; the default does so on featureless graphs only). Their settings
+are spelled out, so that their keys
 (:func:`edge_stages_key`) do not move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
@@ -146,7 +149,8 @@ them: left out of :func:`edge_stages_key` at that value, so that the earlier key
 def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     """``"kces+jaccard"``-style name of the edge stages of ``stages`` and 8 hex digits of a hash of
     their settings (every field of a KCES stage's :class:`kces.Pruning` and
-    :class:`kces.Complexity` and the rule's constants, Jaccard's threshold, SVD's rank), e.g.
+    :class:`kces.Complexity` — a field of :data:`LATER_FIELDS` only away from its earlier value —
+    and the rule's constants, Jaccard's threshold, SVD's rank), e.g.
     ``"kces-3f9a0c1d"``: what an adaptive attack's cached graph was made against, so that changing
     a default makes a new graph instead of silently reusing the old one (a change of the code
     itself does not: delete those caches). ``"none"`` without edge stages."""
@@ -156,8 +160,11 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
+    auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT)}  # a constant only "auto" reads
+
     def fields_of(group: Pruning | Complexity) -> list[tuple[str, object]]:
-        return sorted((field, value) for field, value in asdict(group).items()
+        return sorted((field, auto[field] if value == "auto" and field in auto else value)
+                      for field, value in asdict(group).items()
                       if field not in LATER_FIELDS or value != LATER_FIELDS[field])
     described = [(stage, *(fields_of(group) for group in KCES_VARIANTS[stage]), sorted(constants.items()))
                  if stage in KCES_VARIANTS else (stage, sorted(settings[stage].items())) for stage in edge]
@@ -214,7 +221,7 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
                 & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
                 for scores in score_sets]
-            if pruning.unlabelled_weight < 1.0:
+            if unlabelled_weight(pruning, featureless=False) < 1.0:
                 rules.append(_unlabelled_disagreement(pruning, graph))
         elif stage == "jaccard":
             rules.append(lambda pairs: torch.from_numpy(
@@ -226,7 +233,7 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
 
 def _unlabelled_disagreement(pruning: Pruning, graph: Graph) -> Callable[[torch.Tensor], torch.Tensor]:
     """(2, b) pairs → (b,) bool: the pairs of two non-candidate nodes whose feature labels
-    disagree, which ``pruning`` (``unlabelled_weight < 1``) down-weights (graph-free)."""
+    disagree, which ``pruning`` (an ``unlabelled_weight`` below 1) down-weights (graph-free)."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
     scores = feature_class_scores(x, y, train, num_classes)
@@ -235,15 +242,15 @@ def _unlabelled_disagreement(pruning: Pruning, graph: Graph) -> Callable[[torch.
 
 
 def always_scaled(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The weights a KCES stage that re-weights (``Pruning(unlabelled_weight < 1)``) gives node
+    """The weights a KCES stage that re-weights (an ``unlabelled_weight`` below 1) gives node
     pairs wherever they stand in ``graph``, as (2, b) int64 pairs → (b,) float32 (1 where it leaves
     them), for an attacker who differentiates through them; None without such a stage, or on a
     featureless graph (there the pairs it down-weights depend on the whole graph)."""
     x = torch.from_numpy(graph.features.toarray())
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
-        if pruning is not None and pruning.unlabelled_weight < 1.0 and not is_identity_like(x):
-            flagged, weight = _unlabelled_disagreement(pruning, graph), pruning.unlabelled_weight
+        if pruning is not None and not is_identity_like(x) and unlabelled_weight(pruning, featureless=False) < 1.0:
+            flagged, weight = _unlabelled_disagreement(pruning, graph), unlabelled_weight(pruning, featureless=False)
             return lambda pairs: torch.where(flagged(pairs.cpu()), weight, 1.0).float().to(pairs.device)
     return None
 
