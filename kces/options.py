@@ -171,13 +171,15 @@ class Pruning(_Options):
             if self.unlabelled_weight != "auto":
                 raise InputError(f"unlabelled_weight must be a number in [0, 1] or 'auto', "
                                  f"got {self.unlabelled_weight!r}")
-            return
-        weight = _real(self.unlabelled_weight, "unlabelled_weight")
-        if not 0.0 <= weight <= 1.0:
-            raise InputError(f"unlabelled_weight must be a number in [0, 1] or 'auto', got {self.unlabelled_weight!r}")
-        if weight < 1.0 and not self.label_check:
-            raise InputError("unlabelled_weight < 1 re-weights edges by the label check: it needs label_check=True")
-        object.__setattr__(self, "unlabelled_weight", weight)
+        else:
+            weight = _real(self.unlabelled_weight, "unlabelled_weight")
+            if not 0.0 <= weight <= 1.0:
+                raise InputError(f"unlabelled_weight must be a number in [0, 1] or 'auto', "
+                                 f"got {self.unlabelled_weight!r}")
+            if weight < 1.0 and not self.label_check:
+                raise InputError("unlabelled_weight < 1 re-weights edges by the label check: "
+                                 "it needs label_check=True")
+            object.__setattr__(self, "unlabelled_weight", weight)
 
 
 Options = TypeVar("Options", Complexity, Pruning)
