@@ -17,7 +17,7 @@ GCN accuracy (DeepRobust's recipe, weighted edges honoured, seeds 0..``--seeds``
 *validation* nodes of Cora and Citeseer, test nodes for the record only: the four scenarios of
 ``selection.py``, Meta-Self 20% (the adaptive benchmark's cached graph) and PRBCD aimed at the
 validation nodes at the test attack's density (as ``selection_adaptive.py``): against a GCN on the
-clean graph and through each rule as above. About 25 minutes per dataset on one core. Writes
+clean graph and through each rule as above. About 15 minutes per dataset on one core. Writes
 ``results/reweight.json``.
 
     python benchmarks/reweight.py [--datasets cora,citeseer] [--seeds 3]
