@@ -5,7 +5,7 @@ labels by 0.2 points. Here three label sources — graph-free feature labels (``
 neighbourhood-voted labels (``kces-nbr``: own feature class scores plus the mean of the
 unlabelled neighbours') and both at once (``kces``, the default since this measurement: an edge
 goes when either disagrees), the default that also down-weights the edges between unlabelled
-nodes whose feature labels disagree (``kces-soft``, added later and measured, not adopted) — and
+nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only) — and
 no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
 Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
