@@ -215,14 +215,14 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
             upper = sp.triu(graph.adj, k=1).tocoo()  # the graph's edges cast the neighbourhood votes
             edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
-            score_sets = label_score_sets(edges, feature_class_scores(x, y, train, num_classes),
-                                          node_mask(train, graph.num_nodes), pruning.label_source)
+            features = feature_class_scores(x, y, train, num_classes)  # once, for every rule below
+            score_sets = label_score_sets(edges, features, node_mask(train, graph.num_nodes), pruning.label_source)
             rules += [lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
                 & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
                 for scores in score_sets]
             if unlabelled_weight(pruning, featureless=False) < 1.0:
-                rules.append(_unlabelled_disagreement(pruning, graph))
+                rules.append(_unlabelled_disagreement(pruning, graph, features))
         elif stage == "jaccard":
             rules.append(lambda pairs: torch.from_numpy(
                 feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
@@ -231,12 +231,14 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
 
 
-def _unlabelled_disagreement(pruning: Pruning, graph: Graph) -> Callable[[torch.Tensor], torch.Tensor]:
+def _unlabelled_disagreement(pruning: Pruning, graph: Graph,
+                             scores: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """(2, b) pairs → (b,) bool: the pairs of two non-candidate nodes whose feature labels
-    disagree, which ``pruning`` (an ``unlabelled_weight`` below 1) down-weights (graph-free)."""
+    disagree, which ``pruning`` (an ``unlabelled_weight`` below 1) down-weights (graph-free);
+    ``scores``: ``graph``'s (n, C) feature class scores when the caller has them."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
-    scores = feature_class_scores(x, y, train, num_classes)
+    scores = feature_class_scores(x, y, train, num_classes) if scores is None else scores
     return lambda pairs: (~candidate_mask(pairs, train, graph.num_nodes, pruning)
                           & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
 
@@ -249,8 +251,9 @@ def always_scaled(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     x = torch.from_numpy(graph.features.toarray())
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
-        if pruning is not None and not is_identity_like(x) and unlabelled_weight(pruning, featureless=False) < 1.0:
-            flagged, weight = _unlabelled_disagreement(pruning, graph), unlabelled_weight(pruning, featureless=False)
+        weight = 1.0 if pruning is None or is_identity_like(x) else unlabelled_weight(pruning, featureless=False)
+        if weight < 1.0:
+            flagged = _unlabelled_disagreement(pruning, graph)
             return lambda pairs: torch.where(flagged(pairs.cpu()), weight, 1.0).float().to(pairs.device)
     return None
 
