@@ -3,8 +3,9 @@
 ``unlabelled.py`` measured *pruning* the edges between two unlabelled nodes whose graph-free feature
 labels disagree: only a rule that leaves the attacker no such pair held against the rule-aware
 PRBCD, and it cost 4–7 validation points where nobody attacks. Here those edges (all of them, or
-those whose endpoints share no neighbour, ``cn0``) keep a weight ``w`` (0.5, 0.25) on top of the
-default's output, so a clean edge so flagged still carries part of its signal. The attacker knows
+those whose endpoints share no neighbour, ``cn0``, or only those where neither feature label is
+among the other endpoint's two best classes, ``top2``) keep a weight ``w`` (0.5, 0.25; 0 for
+``top2``) on top of the default's output, so a clean edge so flagged still carries part of its signal. The attacker knows
 the rule and meets it three ways: not minding it (the non-adaptive attack), and, kept off the
 pairs the default's label check prunes wherever they stand, never flipping a pair
 whose feature labels disagree (``rule-aware``; for ``cn0``, which needs the poisoned graph, every
@@ -18,9 +19,9 @@ GCN accuracy (DeepRobust's recipe, weighted edges honoured, seeds 0..``--seeds``
 ``selection.py``, Meta-Self 20% (the adaptive benchmark's cached graph) and PRBCD aimed at the
 validation nodes at the test attack's density (as ``selection_adaptive.py``): against a GCN on the
 clean graph and through each rule as above. About 15 minutes per dataset on one core. Writes
-``results/reweight.json``.
+``results/reweight.json`` (``--rules``: only those rules are measured, the others' rows kept).
 
-    python benchmarks/reweight.py [--datasets cora,citeseer] [--seeds 3]
+    python benchmarks/reweight.py [--datasets cora,citeseer] [--seeds 3] [--rules "default;disagree, w=0.5"]
 """
 from __future__ import annotations
 
@@ -38,21 +39,40 @@ from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defen
 from kces.experiments.datasets import Graph, load_dataset
 from kces.experiments.defences import always_pruned, apply_edge_stages, parse_defence
 from kces.experiments.models import EPOCHS
+from kces.labels import feature_class_scores, label_disagreement
 from selection import measure, scenarios
-from unlabelled import unlabelled_disagreement
 
 OUT = Path(__file__).parent / "results" / "reweight.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = {"disagree, w=0.5": (False, 0.5), "disagree, w=0.25": (False, 0.25),
-              "disagree, cn0, w=0.5": (True, 0.5), "disagree, cn0, w=0.25": (True, 0.25)}
-"""name → (flag only pairs whose endpoints share no neighbour, the weight a flagged edge keeps)."""
+CANDIDATES = {"disagree, w=0.5": (False, 0.5, 1), "disagree, w=0.25": (False, 0.25, 1),
+              "disagree, cn0, w=0.5": (True, 0.5, 1), "disagree, cn0, w=0.25": (True, 0.25, 1),
+              "disagree top2, w=0.25": (False, 0.25, 2), "disagree top2, w=0": (False, 0.0, 2)}
+"""name → (flag only pairs whose endpoints share no neighbour, the weight a flagged edge keeps,
+how many of its best feature classes an endpoint accepts: 1 flags every pair whose feature labels
+differ, 2 only pairs where neither label is among the other endpoint's two best classes)."""
 DEFAULT = parse_defence("kces")
 
 
-def flagger(graph: Graph, no_common: bool) -> Callable[[np.ndarray, np.ndarray, sp.csr_matrix], np.ndarray]:
-    """(rows, cols, adj) → bool: both endpoints unlabelled, their feature labels disagree, and
-    (``no_common``) they share no neighbour in ``adj``."""
-    disagree = unlabelled_disagreement(graph, None)
+def feature_disagreement(graph: Graph, top_k: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(rows, cols) → bool: both endpoints unlabelled and neither's feature label is among the
+    other's ``top_k`` best feature classes. Graph-free."""
+    x, y = torch.from_numpy(graph.features.toarray()).double(), torch.from_numpy(graph.labels)
+    train, num_classes = torch.from_numpy(graph.idx_train), int(y.max()) + 1
+    scores = feature_class_scores(x, y, train, num_classes)
+    labelled = graph.train_mask
+
+    def flags(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        pairs = torch.from_numpy(np.vstack([rows, cols])).long()
+        disagree = label_disagreement(pairs, x, y, train, num_classes, top_k, scores=scores).numpy()
+        return ~labelled[rows] & ~labelled[cols] & disagree
+    return flags
+
+
+def flagger(graph: Graph, no_common: bool,
+            top_k: int) -> Callable[[np.ndarray, np.ndarray, sp.csr_matrix], np.ndarray]:
+    """(rows, cols, adj) → bool: both endpoints unlabelled, their feature labels disagree
+    (:func:`feature_disagreement`), and (``no_common``) they share no neighbour in ``adj``."""
+    disagree = feature_disagreement(graph, top_k)
 
     def flags(rows: np.ndarray, cols: np.ndarray, adj: sp.csr_matrix) -> np.ndarray:
         out = disagree(rows, cols)
@@ -62,9 +82,9 @@ def flagger(graph: Graph, no_common: bool) -> Callable[[np.ndarray, np.ndarray, 
     return flags
 
 
-def edge_scale(graph: Graph, no_common: bool, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
+def edge_scale(graph: Graph, no_common: bool, weight: float, top_k: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """(2, k) pairs → (k,) float32 weights: ``weight`` on the pairs flagged in the clean graph, 1 elsewhere."""
-    flags = flagger(graph, no_common)
+    flags = flagger(graph, no_common, top_k)
 
     def scale(pairs: torch.Tensor) -> torch.Tensor:
         flagged = torch.from_numpy(flags(pairs[0].cpu().numpy(), pairs[1].cpu().numpy(), graph.adj))
@@ -72,9 +92,10 @@ def edge_scale(graph: Graph, no_common: bool, weight: float) -> Callable[[torch.
     return scale
 
 
-def reweighted(graph: Graph, no_common: bool, weight: float) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
+def reweighted(graph: Graph, no_common: bool, weight: float,
+               top_k: int) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
     """adj → the default's output on it, its flagged edges between unlabelled nodes weighted ``weight``."""
-    flags = flagger(graph, no_common)
+    flags = flagger(graph, no_common, top_k)
 
     def defend(adj: sp.csr_matrix) -> sp.csr_matrix:
         kept = apply_edge_stages(DEFAULT, graph.with_adj(adj), 0).adj.tocoo()
@@ -89,11 +110,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cora,citeseer")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rules", default=";".join(["default", *CANDIDATES]),
+                        help="semicolon-separated rules to measure; the other rules' rows already in --out are kept")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cache, rows = AttackedGraphs(CACHE, EPOCHS), []
-    for name in args.datasets.split(","):
+    datasets, chosen = args.datasets.split(","), args.rules.split(";")
+    unknown = set(chosen) - {"default", *CANDIDATES}
+    if unknown:
+        parser.error(f"unknown rules {sorted(unknown)}")
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {"seeds": args.seeds, "rows": []}
+    if earlier["seeds"] != args.seeds:
+        parser.error(f"{args.out} holds {earlier['seeds']} seeds; pass --seeds {earlier['seeds']} or another --out")
+    rows = [r for r in earlier["rows"] if r["dataset"] not in datasets or r["rule"] not in chosen]
+    cache = AttackedGraphs(CACHE, EPOCHS)
+    for name in datasets:
         dataset = load_dataset(name)
         clean = dataset.graph
         graphs = scenarios(name)
@@ -102,16 +133,17 @@ def main() -> int:
         graphs["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                             targets=clean.idx_val))
         default_avoid = always_pruned(DEFAULT, clean)
-        rules: dict[str, tuple[Callable[[sp.csr_matrix], sp.csr_matrix], tuple[bool, float] | None]] = {
+        rules: dict[str, tuple[Callable[[sp.csr_matrix], sp.csr_matrix], tuple[bool, float, int] | None]] = {
             "default": (lambda adj: apply_edge_stages(DEFAULT, clean.with_adj(adj), 0).adj, None)}
         rules.update({rule_name: (reweighted(clean, *spec), spec) for rule_name, spec in CANDIDATES.items()})
-        disagree = unlabelled_disagreement(clean, None)  # what an attacker avoids: cn0 needs the poisoned graph
-        for rule_name, (defend, spec) in rules.items():
+        for rule_name in chosen:
+            defend, spec = rules[rule_name]
             attacked = dict(graphs)
             if spec is None:
                 attacked["prbcd-val, rule-aware"] = clean.with_adj(
                     prbcd_through_defence(clean, rate, 0, EPOCHS, defend, default_avoid, targets=clean.idx_val))
-            else:
+            else:  # what an attacker avoids: cn0 needs the poisoned graph, so every disagreeing pair
+                disagree = feature_disagreement(clean, spec[2])
                 avoid = (lambda pairs: default_avoid(pairs)
                          | torch.from_numpy(disagree(pairs[0].numpy(), pairs[1].numpy())))
                 attacked["prbcd-val, rule-aware"] = clean.with_adj(
@@ -122,13 +154,12 @@ def main() -> int:
             rows += [measure(name, scenario, rule_name, graph, defend(graph.adj), args.seeds)
                      for scenario, graph in attacked.items()]
     summary = {}
-    for rule_name in rules:
-        for name in args.datasets.split(","):
-            own = {r["scenario"]: r["validation"] for r in rows if r["rule"] == rule_name and r["dataset"] == name}
-            adaptive = min(v for s, v in own.items() if s.startswith("prbcd-val"))
-            plain = [v for s, v in own.items() if not s.startswith("prbcd-val, ")]
-            summary.setdefault(rule_name, {})[name] = {"adaptive PRBCD": adaptive,
-                                                       "mean of 7": float(np.mean(plain + [adaptive]))}
+    for rule_name, name in dict.fromkeys((r["rule"], r["dataset"]) for r in rows):
+        own = {r["scenario"]: r["validation"] for r in rows if r["rule"] == rule_name and r["dataset"] == name}
+        adaptive = min(v for s, v in own.items() if s.startswith("prbcd-val"))
+        plain = [v for s, v in own.items() if not s.startswith("prbcd-val, ")]
+        summary.setdefault(rule_name, {})[name] = {"adaptive PRBCD": adaptive,
+                                                   "mean of 7": float(np.mean(plain + [adaptive]))}
     print("validation:", json.dumps(summary))
     args.out.write_text(json.dumps({"seeds": args.seeds, "rows": rows, "summary": summary}, indent=1) + "\n")
     return 0
