@@ -19,6 +19,8 @@ from .errors import InputError, InputTypeError
 from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, SVD_RANK
 
 if TYPE_CHECKING:
+    from torch_geometric.data import Data
+
     from .options import Complexity, Pruning
 
 BENCH_EXAMPLE = """example (the Metattack part of the committed benchmarks/results/robustness, which
@@ -149,10 +151,11 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
 
     pruning, complexity = Pruning(ratio=args.ratio), Complexity(k=args.k)
     start = time.perf_counter()
-    before, after = (sanitize_npz if suffix == ".npz" else sanitize_pt)(args.input, args.output, args.seed,
-                                                                        args.train_ratio, pruning, complexity)
+    before, after, reweighted = (sanitize_npz if suffix == ".npz" else sanitize_pt)(
+        args.input, args.output, args.seed, args.train_ratio, pruning, complexity)
+    changes = f"{before - after} pruned" + (f", {reweighted} re-weighted" if reweighted else "")
     print(f"kces sanitize: {args.input} -> {args.output}: {before} -> {after} undirected edges "
-          f"({before - after} pruned) in {time.perf_counter() - start:.2f} s")
+          f"({changes}) in {time.perf_counter() - start:.2f} s")
     return 0
 
 
@@ -197,14 +200,14 @@ def _report(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
 
 
 def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
-                 complexity: Complexity) -> tuple[int, int]:
+                 complexity: Complexity) -> tuple[int, int, int]:
     """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
 
     A directed input is scored as its undirected version; a pruned edge {i, j} loses both
     (i, j) and (j, i), a re-weighted one (a rule with an ``unlabelled_weight`` below 1; the
     default's on featureless graphs) has both multiplied by the factor; self-loops, weights and
     order of the kept entries stay otherwise. Without ``idx_train`` a seeded ``train_ratio`` split
-    of the labelled nodes is used. Returns the undirected edge counts (before, after)."""
+    of the labelled nodes is used. Returns the undirected edge counts (before, after, re-weighted)."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -222,15 +225,15 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     factors = sp.csr_matrix((kept.data[changed] / before[changed], (kept.row[changed], kept.col[changed])),
                             shape=graph.shape)
     write_npz_without(src, dst, adj, pruned, factors)
-    return graph.nnz // 2, graph.nnz // 2 - len(pruned)
+    return graph.nnz // 2, graph.nnz // 2 - len(pruned), int(np.count_nonzero(changed & (kept.row < kept.col)))
 
 
 def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
-                complexity: Complexity) -> tuple[int, int]:
+                complexity: Complexity) -> tuple[int, int, int]:
     """KCES (the PyG transform) on a saved ``Data``; writes ``dst`` with all attributes kept and
     edge-level ones following the kept edges. Without ``train_mask`` a seeded ``train_ratio``
     split of the labelled nodes is used (and not stored). Returns the edge counts (before,
-    after), undirected."""
+    after, re-weighted), undirected."""
     import torch
 
     from .formats import atomic_write, load_pyg, random_split
@@ -248,7 +251,23 @@ def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pr
     if work is not data:
         del out.train_mask
     atomic_write(dst, lambda f: torch.save(out, f))
-    return data.edge_index.shape[1] // 2, out.edge_index.shape[1] // 2
+    return data.edge_index.shape[1] // 2, out.edge_index.shape[1] // 2, _reweighted(data, out)
+
+
+def _reweighted(data: Data, out: Data) -> int:
+    """How many undirected edges of ``out`` (a :class:`~kces.KCES` output of ``data``, whose edges
+    are distinct) carry another weight than in ``data`` (1 where it has no ``edge_weight``)."""
+    import torch
+
+    if "edge_weight" not in out:
+        return 0
+    given = data.edge_weight if "edge_weight" in data else torch.ones(data.edge_index.shape[1])
+    keys = data.edge_index[0] * data.num_nodes + data.edge_index[1]
+    order = torch.argsort(keys)
+    kept = out.edge_index[0] * data.num_nodes + out.edge_index[1]
+    column = order[torch.searchsorted(keys[order], kept)]  # each kept edge's column in ``data``
+    changed = ~torch.isclose(out.edge_weight.float(), given[column].float())
+    return int((changed & (out.edge_index[0] < out.edge_index[1])).sum())
 
 
 def build_parser() -> ArgumentParser:

@@ -44,7 +44,8 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
     pytest.importorskip("matplotlib")
     sanitized = tmp_path / "sanitized.npz"
     assert main(["sanitize", str(tiny), str(sanitized)]) == 0
-    assert "undirected edges" in capsys.readouterr().out
+    message = capsys.readouterr().out
+    assert "undirected edges" in message and "re-weighted" not in message  # with features the default only prunes
     with np.load(tiny) as before, np.load(sanitized) as after:
         assert set(before.files) == set(after.files)
         for key in before.files:
@@ -368,3 +369,30 @@ def test_sanitize_a_featureless_file_writes_the_default_weights(tmp_path: Path, 
         written = sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
     assert 0 < int((written.data < 1).sum()) and (written != written.T).nnz == 0
     assert abs(written - expected).max() < 1e-6
+    n = int((sp.triu(written, k=1).data < 1).sum())
+    assert f"({len(sp.triu(graph, k=1).data) - sp.triu(written, k=1).nnz} pruned, {n} re-weighted)" in \
+        capsys.readouterr().out
+
+
+def test_sanitize_pt_counts_the_edges_it_re_weights(tmp_path: Path, capsys) -> None:
+    """The same featureless graph as a saved ``Data`` with weights 2 on every edge: the message
+    counts the undirected edges whose weight changed (to 2 · 0.25), as many as the .npz face's."""
+    from torch_geometric.data import Data
+
+    from kces.formats import read_npz, undirected
+
+    blogs = write_tiny_npz(tmp_path / "blogs.npz", features=False)
+    assert main(["sanitize", str(blogs), str(tmp_path / "sanitized.npz")]) == 0
+    npz_message = capsys.readouterr().out
+    adj, _, labels, _ = read_npz(blogs)
+    upper = sp.triu(undirected(adj), k=1).tocoo()
+    edge_index = torch.from_numpy(np.hstack([np.vstack([upper.row, upper.col]), np.vstack([upper.col, upper.row])]))
+    data = Data(edge_index=edge_index.long(), edge_weight=torch.full((edge_index.shape[1],), 2.0),
+                y=torch.from_numpy(labels), num_nodes=adj.shape[0])
+    torch.save(data, tmp_path / "in.pt")
+    assert main(["sanitize", str(tmp_path / "in.pt"), str(tmp_path / "out.pt")]) == 0
+    out = load_pyg(tmp_path / "out.pt")
+    n = int(((out.edge_weight == 0.5) & (out.edge_index[0] < out.edge_index[1])).sum())
+    assert n > 0 and set(out.edge_weight.tolist()) == {0.5, 2.0}
+    counts = f"pruned, {n} re-weighted)"
+    assert counts in capsys.readouterr().out and counts in npz_message
