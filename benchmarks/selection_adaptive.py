@@ -5,7 +5,8 @@ labels by 0.2 points. Here three label sources — graph-free feature labels (``
 neighbourhood-voted labels (``kces-nbr``: own feature class scores plus the mean of the
 unlabelled neighbours') and both at once (``kces``, the default since this measurement: an edge
 goes when either disagrees), the default that also down-weights the edges between unlabelled
-nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only) — and
+nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only;
+and at half the weight, ``kces-soft-half``, added later still: not adopted) — and
 no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
 Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
@@ -43,7 +44,7 @@ from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces-nbr", "kces", "kces-soft")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces", "kces-soft", "kces-soft-half")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 

@@ -49,6 +49,7 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
                              Complexity()),
     "kces-both-labels-only": (Pruning(threshold=None, label_source="both", unlabelled_weight=1.0), Complexity()),
     "kces-soft": (Pruning(label_source="both", unlabelled_weight=0.25), Complexity()),
+    "kces-soft-half": (Pruning(label_source="both", unlabelled_weight=0.5), Complexity()),
 }
 """The package default (both label sources) and the variants of the benchmarks: the rule with
 neighbourhood-voted labels alone (``kces-nbr``, the default until the vote-moving attack) and with
@@ -59,7 +60,8 @@ the label check; the label check without the KC bound; two hops; the label check
 unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
 the default without the KC bound; the default that also down-weights (to 0.25, chosen on
 validation nodes, ``benchmarks/reweight.py``) the edges between unlabelled nodes whose feature
-labels disagree (``kces-soft``; the default does so on featureless graphs only). Their settings
+labels disagree (``kces-soft``; the default does so on featureless graphs only), and the same at
+half the weight (``kces-soft-half``, measured on validation nodes and not adopted). Their settings
 are spelled out, so that their keys
 (:func:`edge_stages_key`) do not move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
