@@ -511,6 +511,42 @@ def test_prbcd_through_a_graph_free_reweighting(tiny: Dataset) -> None:
     assert (graph.adj != before).nnz == 0
 
 
+def test_prbcd_through_edges_a_defence_adds(tiny: Dataset) -> None:
+    """The surrogate sees the union of its input and the fixed anchor edges, each pair at the
+    larger weight (a reference built with scipy); an anchor with no edges is the plain attack; a
+    real one changes what PRBCD flips, deterministically, within the budget, without mutation."""
+    from torch_geometric.nn.models import GCN
+
+    from kces.experiments.attacks import rbcd_perturbed
+    from kces.experiments.models import EdgeAugmented
+
+    torch.manual_seed(0)
+    model, x = GCN(5, 8, 2, 3).eval(), torch.randn(6, 5)
+    edge_index, weight = torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]), torch.rand(6)
+    anchor = sp.csr_matrix(([0.5, 0.5, 0.5, 0.5], ([0, 1, 3, 5], [1, 0, 5, 3])), shape=(6, 6))
+    given = sp.csr_matrix((weight.numpy(), edge_index.numpy()), shape=(6, 6))
+    union = given.maximum(anchor).tocoo()
+    expected = model(x, torch.from_numpy(np.vstack([union.row, union.col])).long(),
+                     torch.from_numpy(union.data).float())
+    torch.testing.assert_close(EdgeAugmented(model, anchor)(x, edge_index, weight), expected)
+    ones = sp.csr_matrix((np.ones(6), edge_index.numpy()), shape=(6, 6)).maximum(anchor).tocoo()
+    torch.testing.assert_close(EdgeAugmented(model, anchor)(x, edge_index), model(
+        x, torch.from_numpy(np.vstack([ones.row, ones.col])).long(), torch.from_numpy(ones.data).float()))
+
+    graph = tiny.graph
+    before = graph.adj.copy()
+    plain = rbcd_perturbed(graph, 12, 0, 20)
+    assert (rbcd_perturbed(graph, 12, 0, 20, anchor=sp.csr_matrix(graph.adj.shape)) != plain).nnz == 0
+    rng = np.random.default_rng(0)
+    upper = sp.triu(sp.random(graph.num_nodes, graph.num_nodes, density=0.1, random_state=rng), k=1)
+    anchored = (upper + upper.T).tocsr()
+    anchored.data[:] = 1.0
+    through = rbcd_perturbed(graph, 12, 0, 20, anchor=anchored)
+    assert len(flipped(through, graph.adj)) == 12 and (through != plain).nnz > 0
+    assert (rbcd_perturbed(graph, 12, 0, 20, anchor=anchored) != through).nnz == 0
+    assert (graph.adj != before).nnz == 0
+
+
 def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
     """Told the weights too, PRBCD through the defence makes a third attempt whose surrogate sees
     them and which avoids only what the defence prunes; the surrogate judging the attempts sees
@@ -639,6 +675,37 @@ def test_meta_self(tiny: Dataset) -> None:
     assert changed.nnz == count and allowed[changed.row, changed.col].all()
     with pytest.raises(ValueError, match="cannot flip"):
         meta_self(graph.adj, objective, 3, np.eye(graph.num_nodes, dtype=bool))
+
+
+def test_meta_self_sees_the_anchor_edges(tiny: Dataset) -> None:
+    """Told the edges a defence adds, the surrogate fits the union (a reference built with scipy:
+    each pair at the larger weight); an anchor of no edges changes nothing; the attack through the
+    defence then raises the loss of the anchored graph, within the budget, deterministically."""
+    from kces.experiments.attacks import meta_self_through_defence
+    from kces.experiments.metagradient import SelfTraining, _dense
+
+    graph = tiny.graph
+    rng = np.random.default_rng(0)
+    upper = sp.triu(sp.random(graph.num_nodes, graph.num_nodes, density=0.05, random_state=rng), k=1)
+    anchor = (upper + upper.T).tocsr()
+    anchor.data[:] = 0.5
+    plain = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj, device="cpu")
+    anchored = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj, device="cpu", anchor=anchor)
+    union = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj.maximum(anchor), device="cpu")
+    torch.testing.assert_close(anchored.logits(_dense(graph.adj, "cpu")),
+                               plain.logits(_dense(graph.adj.maximum(anchor), "cpu")))
+    assert torch.equal(anchored.pseudo, union.pseudo)
+    nothing = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.adj, device="cpu",
+                           anchor=sp.csr_matrix(graph.adj.shape))
+    assert nothing.value(graph.adj) == plain.value(graph.adj)
+
+    def defend(adj):
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    adj = meta_self_through_defence(graph, 0.2, 0, 0, defend, anchor=anchor)
+    assert 0 < len(flipped(adj, graph.adj)) <= budget(graph, 0.2)
+    assert (meta_self_through_defence(graph, 0.2, 0, 0, defend, anchor=anchor) != adj).nnz == 0
+    assert anchored.value(defend(adj)) > anchored.value(defend(graph.adj))
 
 
 def test_meta_self_through_the_defence(tiny: Dataset) -> None:

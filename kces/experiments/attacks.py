@@ -381,12 +381,13 @@ PairFilter = Callable[[torch.Tensor], torch.Tensor]
 
 def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: bool = False,
                     avoid: PairFilter | None = None, targets: np.ndarray | None = None,
-                    edge_scale: EdgeScale | None = None) -> sp.csr_matrix:
+                    edge_scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> sp.csr_matrix:
     """``graph.adj`` after PyG's PRBCD/GRBCD with ``count`` flips against a PyG GCN (Adam,
     ``epochs``) trained on ``graph.adj``, attacking the predictions of ``targets`` (default: the
     test nodes). PRBCD with ``avoid`` drops the pairs it flags from every block of candidate pairs
     it samples, so it never flips them. With ``edge_scale`` (a defence's graph-free re-weighting)
-    the surrogate is trained on, and the attack differentiates through, the re-weighted graph."""
+    and ``anchor`` (edges a defence adds, graph-free: (n, n) symmetric, weighted) the surrogate is
+    trained on, and the attack differentiates through, the graph so re-weighted and joined."""
     with warnings.catch_warnings():  # "contrib contains experimental code"
         warnings.simplefilter("ignore", UserWarning)
         from torch_geometric.contrib.nn import GRBCDAttack, PRBCDAttack
@@ -408,7 +409,7 @@ def rbcd_perturbed(graph: Graph, count: int, seed: int, epochs: int, greedy: boo
     if greedy and avoid is not None:
         raise InputError("avoid is for PRBCD; GRBCD does not sample blocks of pairs")
     seed_everything(seed)
-    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs, edge_scale=edge_scale)
+    surrogate, x, (edge_index,) = train_pyg(graph, "gcn", "adam", epochs, edge_scale=edge_scale, anchor=anchor)
     cls = GRBCDAttack if greedy else PRBCDAttack if avoid is None else AvoidingPRBCD
     rbcd = cls(surrogate, block_size=RBCD_BLOCK_SIZE, epochs=RBCD_EPOCHS, log=False,
                **({} if greedy else {"epochs_resampling": RBCD_EPOCHS - 10}))
@@ -568,7 +569,7 @@ def meta_self_attack(graph: Graph, rate: float, seed: int, epochs: int) -> sp.cs
 
 def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
                               defend: Callable[[sp.csr_matrix], sp.csr_matrix],
-                              avoid: PairFilter | None = None) -> sp.csr_matrix:
+                              avoid: PairFilter | None = None, anchor: sp.spmatrix | None = None) -> sp.csr_matrix:
     """Meta-Self through the defence (:func:`through_defence`), the best of its strategies.
 
     Each round's meta-gradient is taken on what the defence keeps, never proposes a pair the
@@ -578,8 +579,9 @@ def meta_self_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
     prunes wherever they are, :func:`~kces.experiments.defences.always_pruned`), the second
     strategy also leaves those alone and a third runs over all pairs but those. It keeps the
     poisoned graph whose defended version gives its own surrogate the highest Meta-Self loss
-    (no test label is used)."""
-    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj)
+    (no test label is used). ``anchor``: edges the defence adds to what it keeps, graph-free
+    ((n, n) symmetric weights; :class:`~kces.experiments.metagradient.SelfTraining` sees them)."""
+    objective = SelfTraining(graph.features, graph.labels, graph.idx_train, graph.clean_adj, anchor=anchor)
     per_step = math.ceil(budget(graph, rate) / META_STEPS)
     unlabelled = ~graph.train_mask
     everywhere = np.ones((graph.num_nodes,) * 2, dtype=bool)

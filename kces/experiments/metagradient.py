@@ -69,11 +69,15 @@ class SelfTraining:
 
     features: (n, d); labels: (n,) int, read only at ``train`` (s,) int; reference: (n, n)
     adjacency of the self-training labels (the clean graph, which the attacker has); device:
-    where the dense (n, n) work runs (default: CUDA when available, else the CPU)."""
+    where the dense (n, n) work runs (default: CUDA when available, else the CPU); anchor: (n, n)
+    symmetric weights in [0, 1] of edges a defence adds to every graph, or None: the surrogate then
+    sees each adjacency ``A`` joined by them, ``A + anchor ⊙ (1 − A)`` (for 0/1 ``A`` each pair at the
+    larger weight; an anchored pair's gradient shrinks by its anchor weight)."""
 
     def __init__(self, features: sp.spmatrix, labels: np.ndarray, train: np.ndarray, reference: sp.spmatrix,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, anchor: sp.spmatrix | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.anchor = None if anchor is None else _dense(anchor, self.device)
         x = _dense(features, self.device)
         self.gram = x @ x.T
         self.train = torch.as_tensor(np.asarray(train), dtype=torch.int64, device=self.device)
@@ -85,6 +89,8 @@ class SelfTraining:
             self.pseudo = self.logits(_dense(reference, self.device)).argmax(1)[self.unlabelled]
 
     def logits(self, adj: Tensor) -> Tensor:
+        if self.anchor is not None:
+            adj = adj + self.anchor * (1 - adj)
         return surrogate_logits(adj, self.gram, self.train, self.targets)
 
     def loss(self, adj: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch_geometric.nn.models import GAT, GCN
-from torch_geometric.utils import from_scipy_sparse_matrix
+from torch_geometric.utils import coalesce, from_scipy_sparse_matrix
 
 import optim
 
@@ -186,15 +186,40 @@ class EdgeScaled(nn.Module):
         return self.model(x, edge_index, scale if edge_weight is None else edge_weight * scale)
 
 
+class EdgeAugmented(nn.Module):
+    """``model`` seeing the union of its input edges and the fixed ``anchor`` edges (a defence's
+    graph-free additions, (n, n) symmetric, weighted): each pair at the larger of its two weights
+    (an input edge without weight counts 1), differentiable in the input weights."""
+
+    def __init__(self, model: nn.Module, anchor: sp.spmatrix):
+        super().__init__()
+        self.model, self.num_nodes = model, anchor.shape[0]
+        anchor = sp.coo_matrix(anchor)
+        self.anchor_index = torch.from_numpy(np.vstack([anchor.row, anchor.col]).astype(np.int64))
+        self.anchor_weight = torch.from_numpy(anchor.data.astype(np.float32))
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        if edge_weight is None:
+            edge_weight = torch.ones(edge_index.shape[1], device=edge_index.device)
+        union, weight = coalesce(torch.cat([edge_index, self.anchor_index.to(edge_index.device)], 1),
+                                 torch.cat([edge_weight, self.anchor_weight.to(edge_weight)]),
+                                 num_nodes=self.num_nodes, reduce="max")
+        return self.model(x, union, weight)
+
+
 def train_pyg(graph: Graph, model_name: str, optimizer_name: str, epochs: int,
-              lr: float | None = None, edge_scale: EdgeScale | None = None) -> tuple[nn.Module, Tensor, tuple]:
+              lr: float | None = None, edge_scale: EdgeScale | None = None,
+              anchor: sp.spmatrix | None = None) -> tuple[nn.Module, Tensor, tuple]:
     """PyG ``model_name`` trained with ``optimizer_name`` (``lr`` as :func:`build_optimizer`) on
-    ``graph`` (its edges re-weighted by ``edge_scale``, :class:`EdgeScaled`) from the current random
-    state; returns the model (eval mode), the dense (n, d) features and its structure inputs."""
+    ``graph`` (its edges re-weighted by ``edge_scale``, :class:`EdgeScaled`, then joined by the
+    ``anchor`` edges, :class:`EdgeAugmented`) from the current random state; returns the model
+    (eval mode), the dense (n, d) features and its structure inputs."""
     x, y, train, val = graph_tensors(graph)
     model = build_model(model_name, x.shape[1], int(y.max()) + 1)
     if edge_scale is not None:
         model = EdgeScaled(model, edge_scale)
+    if anchor is not None:
+        model = EdgeAugmented(model, anchor)
     inputs = (from_scipy_sparse_matrix(graph.adj)[0],)
     optimizer = build_optimizer(optimizer_name, model_name, model, lr)
     return fit(model, optimizer, x, inputs, y, train, val, epochs), x, inputs
