@@ -514,7 +514,8 @@ def test_prbcd_through_a_graph_free_reweighting(tiny: Dataset) -> None:
 def test_prbcd_through_edges_a_defence_adds(tiny: Dataset) -> None:
     """The surrogate sees the union of its input and the fixed anchor edges, each pair at the
     larger weight (a reference built with scipy); an anchor with no edges is the plain attack; a
-    real one changes what PRBCD flips, deterministically, within the budget, without mutation."""
+    real one changes what PRBCD flips, deterministically, within the budget, without mutation;
+    so through the defence too."""
     from torch_geometric.nn.models import GCN
 
     from kces.experiments.attacks import rbcd_perturbed
@@ -545,6 +546,16 @@ def test_prbcd_through_edges_a_defence_adds(tiny: Dataset) -> None:
     assert len(flipped(through, graph.adj)) == 12 and (through != plain).nnz > 0
     assert (rbcd_perturbed(graph, 12, 0, 20, anchor=anchored) != through).nnz == 0
     assert (graph.adj != before).nnz == 0
+
+    from kces.experiments.attacks import prbcd_through_defence  # every surrogate of every attempt sees them
+
+    def defend(adj):
+        return apply_edge_stages(("kces",), graph.with_adj(adj), seed=0).adj
+
+    pipeline = prbcd_through_defence(graph, 0.1, 0, 20, defend, anchor=anchored)
+    assert 0 < len(flipped(pipeline, graph.adj)) <= budget(graph, 0.1)
+    assert (prbcd_through_defence(graph, 0.1, 0, 20, defend, anchor=anchored) != pipeline).nnz == 0
+    assert (prbcd_through_defence(graph, 0.1, 0, 20, defend) != pipeline).nnz > 0
 
 
 def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
@@ -580,7 +591,7 @@ def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
     rbcd, surrogate = attacks.rbcd_perturbed, attacks._surrogate_accuracy
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attacks, "rbcd_perturbed", lambda *a, **k: calls.append(k) or rbcd(*a, **k))
-        patch.setattr(attacks, "_surrogate_accuracy", lambda *a: surrogates.append(a[-1]) or surrogate(*a))
+        patch.setattr(attacks, "_surrogate_accuracy", lambda *a: surrogates.append(a[4]) or surrogate(*a))
         adj = prbcd_through_defence(graph, 0.2, 0, 20, defend, lambda pairs: even(pairs) | odd(pairs), scale=scale)
     pairs = torch.tensor([[0, 1, 0], [2, 3, 1]])  # even, odd, mixed
     weighted = [k for k in calls if k.get("edge_scale") is scale]

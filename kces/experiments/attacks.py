@@ -503,7 +503,7 @@ RESTART_SEED = 1000
 def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
                           defend: Callable[[sp.csr_matrix], sp.csr_matrix],
                           avoid: PairFilter | None = None, targets: np.ndarray | None = None,
-                          scale: EdgeScale | None = None) -> sp.csr_matrix:
+                          scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> sp.csr_matrix:
     """PRBCD (:func:`rbcd_perturbed`, surrogate trained on what the defence keeps, aimed at
     ``targets``, default the test nodes) through the defence (:func:`through_defence`), run twice;
     the attacker keeps the poisoned graph whose defended version (the poisoned graph itself if
@@ -517,19 +517,20 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
     :data:`RESTART_SEED`), so that every defence faces the same number of attempts. Given
     ``scale`` (the weights a re-weighting defence gives pairs wherever they are,
     :func:`~kces.experiments.defences.always_scaled`), the surrogates see those weights and a
-    third run differentiates through them, avoiding only what the defence prunes."""
+    third run differentiates through them, avoiding only what the defence prunes. Given ``anchor``
+    (edges the defence adds to what it keeps, graph-free), every surrogate sees them too."""
     n = graph.num_nodes
     targets = graph.idx_test if targets is None else targets
 
     def blind(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
-        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets)
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, anchor=anchor)
 
     def restart(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
-        return rbcd_perturbed(seen, left, seed + RESTART_SEED + round_, epochs, targets=targets)
+        return rbcd_perturbed(seen, left, seed + RESTART_SEED + round_, epochs, targets=targets, anchor=anchor)
 
     def aware(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
         done = torch.tensor(sorted(edge_keys(blocked)), dtype=torch.int64)
-        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=lambda pairs: (
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, anchor=anchor, avoid=lambda pairs: (
             torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | avoid(pairs)))
 
     def weighted(seen: Graph, left: int, round_: int, blocked: sp.csr_matrix) -> sp.csr_matrix:
@@ -539,11 +540,13 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
             weight = scale(pairs)
             flagged = weight == 0 if avoid is None else avoid(pairs) & ((weight == 0) | (weight == 1))
             return torch.isin(pairs.min(0).values * n + pairs.max(0).values, done) | flagged
-        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=pruned, edge_scale=scale)
+        return rbcd_perturbed(seen, left, seed + round_, epochs, targets=targets, avoid=pruned, edge_scale=scale,
+                              anchor=anchor)
 
     def accuracy_after_defence(adj: sp.csr_matrix) -> float:  # the surrogate's, on what the victim trains on
         kept = kept_edges(defend, adj)
-        return _surrogate_accuracy(graph.with_adj(adj if kept is None else kept), seed, epochs, targets, scale)
+        return _surrogate_accuracy(graph.with_adj(adj if kept is None else kept), seed, epochs, targets, scale,
+                                   anchor)
 
     attacks = [blind, restart if avoid is None else aware] + ([] if scale is None else [weighted])
     poisoned = [through_defence(graph, rate, defend, attack) for attack in attacks]
@@ -551,11 +554,11 @@ def prbcd_through_defence(graph: Graph, rate: float, seed: int, epochs: int,
 
 
 def _surrogate_accuracy(graph: Graph, seed: int, epochs: int, nodes: np.ndarray,
-                        scale: EdgeScale | None = None) -> float:
+                        scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> float:
     """Accuracy on ``nodes`` of the attacker's surrogate (PyG GCN, Adam, ``epochs``) trained on
-    ``graph`` (its edges re-weighted by ``scale``)."""
+    ``graph`` (its edges re-weighted by ``scale``, joined by ``anchor``)."""
     seed_everything(seed)
-    model, x, inputs = train_pyg(graph, "gcn", "adam", epochs, edge_scale=scale)
+    model, x, inputs = train_pyg(graph, "gcn", "adam", epochs, edge_scale=scale, anchor=anchor)
     with torch.no_grad():
         return accuracy_on(model(x, *inputs), graph.labels, nodes)
 
