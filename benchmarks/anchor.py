@@ -17,12 +17,12 @@ Meta-Self, training-node insertions and vote-moving insertions, seed 0; PRBCD th
 told the pairs it always prunes) — these do *not* know the anchors — and PRBCD that does: its
 surrogate is trained on, and its gradient passes through, the default's graph joined by the
 anchors (``rbcd_perturbed(anchor=…)``), never flipping a pair the default always prunes, and the
-rule-aware Meta-Self whose surrogate sees the anchors (``meta_self_through_defence(anchor=…)``).
+rule-aware Meta-Self whose surrogate sees the anchors
+(``meta_self_through_defence(anchor=…)``).
 The "adaptive PRBCD" and "adaptive Meta-Self" columns are the worse of each family's two adaptive
-attacks for the defence. The training-node attacks were not made to know the anchors: their
-numbers here are upper bounds. About 25 minutes per dataset on one core with the adaptive
-benchmark's cache. Writes
-``results/anchor.json``.
+attacks for the defence. The training-node attacks are the default's graphs: they decide by what
+the default prunes, which the anchors, added after it, do not change. About 25 minutes per
+dataset on one core with the adaptive benchmark's cache. Writes ``results/anchor.json``.
 
     python benchmarks/anchor.py [--datasets cora,citeseer] [--seeds 3] [--test-record]
 
@@ -108,12 +108,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--test-record", action="store_true",
                         help=f"instead: PRBCD at 20%% aimed at the test nodes (seeds 0, 1) against {RECORDED!r}, "
-                             "knowing the anchors, and the adaptive benchmark's PRBCD graphs of the default; "
+                             "knowing the anchors (one run; through the default), and the adaptive benchmark's "
+                             "PRBCD graphs of the default; "
                              "written into --out's 'test record' (record only: nothing is chosen by it)")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     if args.test_record:
         return test_record(args)
-    torch.set_num_threads(1)
     cache, rows, anchors = AttackedGraphs(CACHE, EPOCHS), [], {}
     for name in args.datasets.split(","):
         dataset = load_dataset(name)

@@ -5,10 +5,10 @@ labels disagree: only a rule that leaves the attacker no such pair held against 
 PRBCD, and it cost 4–7 validation points where nobody attacks. Here those edges (all of them, or
 those whose endpoints share no neighbour, ``cn0``, or only those where neither feature label is
 among the other endpoint's two best classes, ``top2``) keep a weight ``w`` (0.5, 0.25; 0 for
-``top2``) on top of the default's output, so a clean edge so flagged still carries part of its signal. The attacker knows
-the rule and meets it three ways: not minding it (the non-adaptive attack), and, kept off the
-pairs the default's label check prunes wherever they stand, never flipping a pair
-whose feature labels disagree (``rule-aware``; for ``cn0``, which needs the poisoned graph, every
+``top2``) on top of the default's output, so a clean edge so flagged still carries part of its
+signal. The attacker knows the rule and meets it three ways: not minding it (the non-adaptive
+attack), and, kept off the pairs the default's label check prunes wherever they stand, never
+flipping a pair whose feature labels disagree (``rule-aware``; for ``cn0``, which needs the poisoned graph, every
 such pair), and with a surrogate trained on, and a gradient passing through, the re-weighted graph
 (``weight-aware``: ``rbcd_perturbed(edge_scale=…)``, ``cn0`` read off the clean graph). The worst
 of the three for the defence (lowest validation accuracy: the attacker knows the labels of the
