@@ -39,8 +39,8 @@ from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defen
 from kces.experiments.datasets import Graph, load_dataset
 from kces.experiments.defences import always_pruned, apply_edge_stages, parse_defence
 from kces.experiments.models import EPOCHS
-from kces.labels import feature_class_scores, label_disagreement
 from selection import measure, scenarios
+from unlabelled import unlabelled_disagreement
 
 OUT = Path(__file__).parent / "results" / "reweight.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -53,26 +53,12 @@ differ, 2 only pairs where neither label is among the other endpoint's two best 
 DEFAULT = parse_defence("kces")
 
 
-def feature_disagreement(graph: Graph, top_k: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """(rows, cols) → bool: both endpoints unlabelled and neither's feature label is among the
-    other's ``top_k`` best feature classes. Graph-free."""
-    x, y = torch.from_numpy(graph.features.toarray()).double(), torch.from_numpy(graph.labels)
-    train, num_classes = torch.from_numpy(graph.idx_train), int(y.max()) + 1
-    scores = feature_class_scores(x, y, train, num_classes)
-    labelled = graph.train_mask
-
-    def flags(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        pairs = torch.from_numpy(np.vstack([rows, cols])).long()
-        disagree = label_disagreement(pairs, x, y, train, num_classes, top_k, scores=scores).numpy()
-        return ~labelled[rows] & ~labelled[cols] & disagree
-    return flags
-
-
 def flagger(graph: Graph, no_common: bool,
             top_k: int) -> Callable[[np.ndarray, np.ndarray, sp.csr_matrix], np.ndarray]:
-    """(rows, cols, adj) → bool: both endpoints unlabelled, their feature labels disagree
-    (:func:`feature_disagreement`), and (``no_common``) they share no neighbour in ``adj``."""
-    disagree = feature_disagreement(graph, top_k)
+    """(rows, cols, adj) → bool: both endpoints unlabelled, their feature labels disagree (up to
+    ``top_k``, :func:`unlabelled.unlabelled_disagreement`), and (``no_common``) they share no
+    neighbour in ``adj``."""
+    disagree = unlabelled_disagreement(graph, None, top_k)
 
     def flags(rows: np.ndarray, cols: np.ndarray, adj: sp.csr_matrix) -> np.ndarray:
         out = disagree(rows, cols)
@@ -143,7 +129,7 @@ def main() -> int:
                 attacked["prbcd-val, rule-aware"] = clean.with_adj(
                     prbcd_through_defence(clean, rate, 0, EPOCHS, defend, default_avoid, targets=clean.idx_val))
             else:  # what an attacker avoids: cn0 needs the poisoned graph, so every disagreeing pair
-                disagree = feature_disagreement(clean, spec[2])
+                disagree = unlabelled_disagreement(clean, None, spec[2])
                 avoid = (lambda pairs: default_avoid(pairs)
                          | torch.from_numpy(disagree(pairs[0].numpy(), pairs[1].numpy())))
                 attacked["prbcd-val, rule-aware"] = clean.with_adj(

@@ -37,7 +37,7 @@ from kces.experiments.attacks import rbcd_perturbed, budget, prbcd_through_defen
 from kces.experiments.datasets import Graph
 from kces.experiments.defences import KCES_VARIANTS, always_pruned
 from kces.experiments.models import EPOCHS
-from kces.labels import feature_class_scores
+from kces.labels import feature_class_scores, label_disagreement
 from selection import measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "unlabelled.json"
@@ -51,17 +51,21 @@ BASE = KCES_VARIANTS["kces-features"][0]
 reads the unlabelled neighbours' vote too since, ``selection_adaptive.py``)."""
 
 
-def unlabelled_disagreement(graph: Graph,
-                            cosine_below: float | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """(rows, cols) → bool: both endpoints unlabelled, their feature labels disagree, and (with
-    ``cosine_below``) their unit-norm features' cosine is below it. Graph-free."""
+def unlabelled_disagreement(graph: Graph, cosine_below: float | None,
+                            top_k: int = 1) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(rows, cols) → bool: both endpoints unlabelled, neither's feature label among the other's
+    ``top_k`` best feature classes (1: their feature labels differ), and (with ``cosine_below``)
+    their unit-norm features' cosine below it. Graph-free."""
     x, y = torch.from_numpy(graph.features.toarray()).double(), torch.from_numpy(graph.labels)
-    label = feature_class_scores(x, y, torch.from_numpy(graph.idx_train), int(y.max()) + 1).argmax(1).numpy()
+    train, num_classes = torch.from_numpy(graph.idx_train), int(y.max()) + 1
+    scores = feature_class_scores(x, y, train, num_classes)
     unit = normalize(sp.csr_matrix(graph.features), axis=1)
     labelled = graph.train_mask
 
     def flags(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        out = ~labelled[rows] & ~labelled[cols] & (label[rows] != label[cols])
+        pairs = torch.from_numpy(np.vstack([rows, cols])).long()
+        disagree = label_disagreement(pairs, x, y, train, num_classes, top_k, scores=scores).numpy()
+        out = ~labelled[rows] & ~labelled[cols] & disagree
         if cosine_below is not None:
             out &= np.asarray(unit[rows].multiply(unit[cols]).sum(1)).ravel() < cosine_below
         return out
