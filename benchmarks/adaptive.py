@@ -44,25 +44,27 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft",
+            "kces+anchor"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cora,citeseer,polblogs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--defences", default=",".join(DEFENCES), help="comma-separated defences (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    datasets = args.datasets.split(",")
+    datasets, defences = args.datasets.split(","), args.defences.split(",")
     with_features = [name for name in datasets if not load_dataset(name).featureless]
-    grids = [dict(attacks=["trainlink", "trainlink-adaptive"], defences=DEFENCES, datasets=datasets,
+    grids = [dict(attacks=["trainlink", "trainlink-adaptive"], defences=defences, datasets=datasets,
                   seeds=args.seeds),
-             *([dict(attacks=["votelink-adaptive"], defences=DEFENCES, seeds=args.seeds, datasets=with_features)]
+             *([dict(attacks=["votelink-adaptive"], defences=defences, seeds=args.seeds, datasets=with_features)]
                if with_features else []),
-             dict(attacks=["prbcd", "prbcd-adaptive"], defences=DEFENCES, datasets=datasets, seeds=min(args.seeds, 2)),
-             dict(attacks=["metaself", "metaself-adaptive"], defences=DEFENCES, datasets=datasets, seeds=args.seeds),
-             dict(attacks=["trainhub", "trainhub-capped", "trainhub-padded"], defences=DEFENCES, datasets=datasets,
+             dict(attacks=["prbcd", "prbcd-adaptive"], defences=defences, datasets=datasets, seeds=min(args.seeds, 2)),
+             dict(attacks=["metaself", "metaself-adaptive"], defences=defences, datasets=datasets, seeds=args.seeds),
+             dict(attacks=["trainhub", "trainhub-capped", "trainhub-padded"], defences=defences, datasets=datasets,
                   seeds=args.seeds)]
     return run_grids(args.out, grids, rates=[0.2], nettack_perturbations=[5], models=["gcn"], optimizers=["adam"])
 

@@ -23,7 +23,7 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft", "kces+anchor"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]
@@ -33,10 +33,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cora,citeseer,polblogs")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--defences", default=",".join(DEFENCES), help="comma-separated defences (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    return run_grids(args.out, GRIDS, plots=True, datasets=args.datasets.split(","), defences=DEFENCES,
+    return run_grids(args.out, GRIDS, plots=True, datasets=args.datasets.split(","), defences=args.defences.split(","),
                      models=["gcn"], optimizers=["adam"], seeds=args.seeds)
 
 

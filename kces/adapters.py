@@ -10,9 +10,10 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.utils import from_scipy_sparse_matrix
 
+from .anchors import anchor
 from .errors import InputError, InputTypeError
 from .functional import sanitize
-from .options import Complexity, Pruning
+from .options import Anchoring, Complexity, Pruning
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -42,18 +43,9 @@ def _dense_features(features: Any) -> torch.Tensor | None:
     return torch.as_tensor(np.asarray(features, dtype=np.float32))
 
 
-def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
-                 pruning: Pruning | Mapping[str, Any] | None = None,
-                 complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
-    """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
-    pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
-    numpy; a scipy sparse *array* gives a ``csr_array``); a rule that re-weights (an
-    ``unlabelled_weight`` below 1: the default's on featureless graphs) gives the kept edges their
-    new weights (float32 for an integer input). ``features`` (n, d) scipy/numpy/torch
-    or None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask;
-    ``pruning``/``complexity`` as :func:`kces.sanitize`. Dense Gram work runs on CUDA when
-    available unless ``device`` says otherwise.
-    """
+def _edges_of(adj: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """The stored non-zero entries of a square scipy/numpy ``adj`` as (row, col, data) arrays and
+    as a PyG (edge_index, edge_weight); ``TypeError``/``ValueError`` for another kind or shape."""
     if isinstance(adj, torch.Tensor):
         raise InputTypeError("pass the adjacency as a scipy sparse matrix or numpy array (DeepRobust's "
                              "adj before utils.to_tensor), not a torch tensor")
@@ -66,6 +58,22 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
     stored = coo.data != 0
     row, col, data = coo.row[stored], coo.col[stored], coo.data[stored]
     edge_index, weight = from_scipy_sparse_matrix(sp.coo_matrix((data, (row, col)), shape=adj.shape))
+    return row, col, data, edge_index, weight
+
+
+def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
+                 pruning: Pruning | Mapping[str, Any] | None = None,
+                 complexity: Complexity | Mapping[str, Any] | None = None, device: Any = None) -> Any:
+    """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
+    pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
+    numpy; a scipy sparse *array* gives a ``csr_array``); a rule that re-weights (an
+    ``unlabelled_weight`` below 1: the default's on featureless graphs) gives the kept edges their
+    new weights (float32 for an integer input). ``features`` (n, d) scipy/numpy/torch
+    or None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask;
+    ``pruning``/``complexity`` as :func:`kces.sanitize`. Dense Gram work runs on CUDA when
+    available unless ``device`` says otherwise.
+    """
+    row, col, data, edge_index, weight = _edges_of(adj)
     unweighted = bool(np.all(data == 1))
     result = sanitize(edge_index, _dense_features(features), labels, idx_train, num_nodes=adj.shape[0],
                       edge_weight=None if unweighted else weight.float(), device=_default_device(device),
@@ -73,10 +81,35 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
     mask = result.edge_mask.cpu().numpy()
     kept = data[mask] if result.edge_weight is None else result.edge_weight.cpu().numpy()
     dtype = adj.dtype if result.edge_weight is None or np.issubdtype(adj.dtype, np.floating) else np.float32
-    out = sp.csr_matrix((kept, (row[mask], col[mask])), shape=adj.shape, dtype=dtype)
-    if not sparse_in:
+    return _like(adj, sp.csr_matrix((kept, (row[mask], col[mask])), shape=adj.shape, dtype=dtype))
+
+
+def _like(adj: Any, out: sp.csr_matrix) -> Any:
+    """``out`` as the kind of ``adj``: numpy dense, a scipy sparse array or matrix (CSR)."""
+    if not sp.issparse(adj):
         return out.toarray()
     return sp.csr_array(out) if isinstance(adj, sp.sparray) else out
+
+
+def anchor_adj(adj: Any, features: Any, *, anchoring: Anchoring | Mapping[str, Any] | None = None,
+               device: Any = None) -> Any:
+    """Feature anchors (:mod:`kces.anchors`) joined to a DeepRobust-style adjacency, e.g. the
+    output of :func:`sanitize_adj`: a new symmetric adjacency of the input's kind (as
+    :func:`sanitize_adj`; float32 for an integer or bool input) where an entry is the larger of
+    the input's and the anchor weight at an anchor, the input's elsewhere. ``features`` (n, d)
+    scipy/numpy/torch (a featureless graph has no anchors: ``ValueError``); ``anchoring``:
+    :class:`kces.Anchoring` (or a dict of its fields; default ``k = 10``, weight 0.5). The feature cosines run on CUDA when
+    available unless ``device`` says otherwise.
+    """
+    row, col, data, edge_index, weight = _edges_of(adj)
+    if features is None:
+        raise InputError("anchors need node features; features is None (a featureless graph)")
+    result = anchor(edge_index, _dense_features(features), num_nodes=adj.shape[0], edge_weight=weight.double(),
+                    anchoring=anchoring, device=_default_device(device))
+    out_row, out_col = result.edge_index.cpu().numpy()
+    dtype = adj.dtype if np.issubdtype(adj.dtype, np.floating) else np.float32
+    return _like(adj, sp.csr_matrix((result.edge_weight.cpu().numpy(), (out_row, out_col)), shape=adj.shape,
+                                    dtype=dtype))
 
 
 def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, train_nodes: Iterable[Hashable], *,

@@ -108,6 +108,12 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
         raise InputError(f"device {device} was asked for, but this torch build sees no CUDA device")
     if x is None:
         return _problem(edges, Identity(num_nodes, torch.get_default_dtype(), device), y, train_mask, num_nodes)
+    return _problem(edges, check_features(x, num_nodes, device), y, train_mask, num_nodes)
+
+
+def check_features(x: Tensor, num_nodes: int, device: torch.device) -> Tensor:
+    """``x`` (n, d) as dense float features on ``device`` (float16/bfloat16 and integer inputs as
+    float32); ``ValueError`` for another shape or non-finite entries."""
     if x.dim() != 2 or x.shape[0] != num_nodes:
         raise InputError(f"x must have shape ({num_nodes}, d), got {tuple(x.shape)}")
     if x.layout != torch.strided:
@@ -116,7 +122,7 @@ def prepare(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor,
         x = x.float()
     if not torch.isfinite(x).all():
         raise InputError("x has NaN or infinite entries")
-    return _problem(edges, x.to(device), y, train_mask, num_nodes)
+    return x.to(device)
 
 
 def _problem(edges: UndirectedEdges, x: Tensor | Identity, y: Any, train_mask: Any, num_nodes: int) -> Problem:

@@ -1,10 +1,11 @@
-"""The two option groups of KCES, each a frozen dataclass that validates itself on construction.
+"""The option groups of KCES, each a frozen dataclass that validates itself on construction.
 
 :class:`Complexity` says how the kernel complexity and the edge scores are computed
 (:mod:`kces.complexity`); :class:`Pruning` says which edges go (:mod:`kces.prune`). Every
 face (:func:`kces.sanitize`, :class:`kces.KCES`, :func:`kces.sanitize_adj`, ...) takes them as
 ``complexity=`` and ``pruning=``: an instance, a ``dict`` of its fields, or ``None`` for the
-defaults, as PyG's ``GDC`` groups its sub-options.
+defaults, as PyG's ``GDC`` groups its sub-options. :class:`Anchoring` says which feature anchors
+the anchoring faces (:mod:`kces.anchors`) join to a graph, as ``anchoring=``.
 """
 from __future__ import annotations
 
@@ -182,7 +183,30 @@ class Pruning(_Options):
             object.__setattr__(self, "unlabelled_weight", weight)
 
 
-Options = TypeVar("Options", Complexity, Pruning)
+@dataclass(frozen=True, repr=False)
+class Anchoring(_Options):
+    """Which feature anchors join a graph (:mod:`kces.anchors`).
+
+    Args:
+        k (int, default 10): nearest feature neighbours each node is offered (those of another
+            label are dropped).
+        weight (float, default 0.5): an anchor's edge weight; an edge already in the graph keeps
+            the larger of its own and this.
+    """
+
+    k: int = 10
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.k) or self.k < 1:
+            raise InputError(f"k (feature neighbours per node) must be an integer >= 1, got {self.k!r}")
+        weight = _real(self.weight, "weight")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise InputError(f"weight (of an anchor edge) must be > 0 and finite, got {self.weight!r}")
+        object.__setattr__(self, "weight", weight)
+
+
+Options = TypeVar("Options", Complexity, Pruning, Anchoring)
 
 
 def options(kind: type[Options], value: Options | Mapping[str, Any] | None, name: str) -> Options:

@@ -85,7 +85,8 @@ def test_rbcd_attack_changes_edges_and_is_cached(tiny: Dataset, tmp_path: Path, 
 def test_parse_defence() -> None:
     assert parse_defence("none") == () and parse_defence("kces+jaccard") == ("kces", "jaccard")
     assert parse_defence("kces+rgcn") == ("kces", "rgcn")
-    for bad in ("nope", "kces+kces", "rgcn+kces", "none+kces", ""):
+    assert parse_defence("kces+anchor") == ("kces", "anchor") and parse_defence("kces+anchor+rgcn")[-1] == "rgcn"
+    for bad in ("nope", "kces+kces", "rgcn+kces", "none+kces", "", "anchor+kces", "kces+anchor+jaccard"):
         with pytest.raises(ValueError):
             parse_defence(bad)
 
@@ -93,6 +94,8 @@ def test_parse_defence() -> None:
 def test_skip_reasons(tiny: Dataset, tmp_path: Path) -> None:
     featureless = load_dataset(str(write_tiny_npz(tmp_path / "blogs.npz", features=False)))
     assert featureless.featureless and "features" in skip_reason(("kces", "jaccard"), featureless, "gcn", "adam")
+    assert "anchor needs node features" in skip_reason(("kces", "anchor"), featureless, "gcn", "adam")
+    assert skip_reason(("kces", "anchor"), tiny, "gcn", "adam") is None
     assert skip_reason(("kces", "jaccard"), tiny, "gat", "muon") is None
     assert skip_reason(("rgcn",), tiny, "gcn", "adam") is None and skip_reason(("rgcn",), tiny, "gat", "adam")
     assert skip_reason(("svd",), tiny, "gcn", "adam") is None and skip_reason(("svd",), tiny, "gcn", "muon")
@@ -139,7 +142,7 @@ def test_registries_hold_exactly_the_names_the_grid_accepts() -> None:
     assert set(attacks.LIVE_ATTACKS) == set(names.LIVE) and set(attacks.ADAPTIVE_ATTACKS) == set(names.ADAPTIVE)
     assert names.ATTACKS == names.PREPERTURBED + names.LIVE + names.ADAPTIVE
     assert all(names.ADAPTIVE_OF[name] in names.LIVE for name in names.ADAPTIVE)
-    assert names.EDGE_STAGES == (*KCES_VARIANTS, "jaccard", "svd")
+    assert names.EDGE_STAGES == (*KCES_VARIANTS, "jaccard", "svd", "anchor")
     assert names.OPTIMIZERS == ("adam", *models.SPECTRAL_LR)
     assert set(models.SPECTRAL_LR) - {"spectra"} <= set(optim.OPTIMIZERS)
     for model in names.MODELS:
@@ -351,6 +354,40 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     overlap_changed = key(("kces",))
     monkeypatch.setattr(defences, "EXCESS_Z", 3.0)
     assert len({before, overlap_changed, key(("kces",))}) == 3 and key(("svd",), 50).startswith("svd-")
+
+
+def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
+        tiny: Dataset, tmp_path: Path, monkeypatch) -> None:
+    """``kces+anchor`` trains on KCES's output joined by the anchors (:func:`kces.anchor_adj`);
+    the adaptive attacker runs the pruning stages and is given the anchors, which depend on the
+    features alone; its graphs are cached under their own key."""
+    import kces
+    from kces.experiments import defences
+    from kces.experiments.runner import run_grids
+
+    graph, stages = tiny.graph, ("kces", "anchor")
+    sanitized = kces.sanitize_adj(graph.adj, graph.features, graph.labels, graph.idx_train)
+    anchored = kces.anchor_adj(sanitized, graph.features)
+    defended = apply_edge_stages(stages, graph, 0)
+    assert abs(defended.adj - anchored).max() == 0 and abs(defended.pruned - sanitized).max() == 0
+    assert abs(defences.edge_defence(stages, graph, 0)(graph.adj) - sanitized).max() == 0
+    anchors = defences.always_anchored(stages, graph)
+    assert anchors.nnz > 0 and set(anchors.data) == {0.5} and defences.always_anchored(("kces",), graph) is None
+    assert abs(sp.csr_matrix(sanitized).maximum(anchors) - anchored).max() == 0
+    other = tiny.graph.with_adj(sp.csr_matrix(graph.adj.shape, dtype=np.float32))
+    assert abs(defences.always_anchored(stages, other) - anchors).max() == 0  # the graph's edges play no part
+    key = defences.edge_stages_key
+    assert key(stages).startswith("kces+anchor-") and key(stages) != key(("kces",))
+    seen = []
+    monkeypatch.setitem(attacks.ADAPTIVE_ATTACKS, "prbcd-adaptive",
+                        lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: seen.append(anchor)
+                        or graph.adj)
+    grid = dict(datasets=[str(tmp_path / "tiny.npz")], attacks=["prbcd-adaptive"], defences=["kces", "kces+anchor"],
+                seeds=1, rates=[0.1], nettack_perturbations=[1], models=["gcn"], optimizers=["adam"], epochs=5)
+    assert run_grids(tmp_path / "out", [grid], cache=tmp_path / "cache") == 0
+    assert seen[0] is None and abs(seen[1] - anchors).max() == 0
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        f"{tiny.key}_prbcd-adaptive_v1_0.1_0_{key(s)}.npz" for s in (("kces",), stages))
 
 
 def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:

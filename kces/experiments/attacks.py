@@ -619,23 +619,24 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "trainhub-padded": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="pad"),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
-ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None],
-                                      sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: train_links(
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None,
+                                       sp.spmatrix | None], sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: train_links(
         graph, rate, seed, defend),
-    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: vote_links(
+    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: vote_links(
         graph, rate, seed, defend),
-    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: prbcd_through_defence(
-        graph, rate, seed, epochs, defend, avoid, scale=scale),
-    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale: meta_self_through_defence(
-        graph, rate, seed, epochs, defend, avoid)}
-"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence, the pairs it always
-prunes or down-weights or None, the weights it always gives pairs or None) → (n, n) attacked
-adjacency; each is the adaptive version of the live attack :data:`~.names.ADAPTIVE_OF` names.
-PRBCD and Meta-Self are told which pairs the defence always prunes or down-weights, PRBCD also
-the weights (Meta-Self's surrogate takes none); the training-node attacks find the targets the
-label check accepts themselves (the vote-moving one knowing how the neighbourhood labels are
-voted)."""
+    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: prbcd_through_defence(
+        graph, rate, seed, epochs, defend, avoid, scale=scale, anchor=anchor),
+    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: meta_self_through_defence(
+        graph, rate, seed, epochs, defend, avoid, anchor=anchor)}
+"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence (up to the anchors it
+joins), the pairs it always prunes or down-weights or None, the weights it always gives pairs or
+None, the anchors it joins or None) → (n, n) attacked adjacency; each is the adaptive version of
+the live attack :data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the
+defence always prunes or down-weights, PRBCD also the weights (Meta-Self's surrogate takes none),
+and both surrogates see the anchors; the training-node attacks find the targets the label check
+accepts themselves (the vote-moving one knowing how the neighbourhood labels are voted; they
+decide by what the defence prunes, which anchors joined after it do not change)."""
 
 
 ATTACK_VERSIONS: dict[str, int] = {
@@ -669,12 +670,13 @@ class AttackedGraphs:
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
             defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None,
-            scale: EdgeScale | None = None) -> Graph:
+            scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
         attack attacks ``defend``, the edge stages whose key is ``defence``, knowing the pairs they
-        always prune or down-weight (``avoid``) and the weights they always give (``scale``)."""
+        always prune or down-weight (``avoid``), the weights they always give (``scale``) and the
+        anchors they join (``anchor``)."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
@@ -686,8 +688,11 @@ class AttackedGraphs:
                 raise InputError(f"cached graph {path} has shape {adj.shape}, the dataset "
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
-            attacked = (ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid, scale)
-                        if attack in ADAPTIVE else LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs))
+            if attack in ADAPTIVE:
+                attacked = ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid, scale,
+                                                    anchor)
+            else:
+                attacked = LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs)
             adj = sp.csr_matrix(attacked, dtype=np.float32)
             self.cache.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: sp.save_npz(f, adj))

@@ -2,8 +2,10 @@
 
 Stages that rewrite the adjacency: ``kces`` (:func:`kces.sanitize_adj`, package defaults) and
 its variants of :data:`KCES_VARIANTS` (the ablation), ``jaccard`` (DeepRobust ``GCNJaccard``'s
-pruning, :func:`jaccard_prune`, threshold 0.01) and ``svd`` (DeepRobust ``GCNSVD``'s rank-k
-reconstruction, dense and weighted). Model defences replace the trained model and come last:
+pruning, :func:`jaccard_prune`, threshold 0.01), ``svd`` (DeepRobust ``GCNSVD``'s rank-k
+reconstruction, dense and weighted) and ``anchor`` (:func:`kces.anchor_adj`, package defaults: the
+feature anchors joined to what the stages before it keep; last of the edge stages, on graphs with
+features). Model defences replace the trained model and come last:
 ``rgcn`` (DeepRobust ``RGCN``) and ``prognn`` (DeepRobust ``ProGNN``, which learns the
 structure; slow). ``none`` is no defence; e.g. ``kces+jaccard`` runs KCES, then Jaccard on its
 output.
@@ -23,12 +25,13 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import svds
 
-from ..adapters import sanitize_adj
+from ..adapters import anchor_adj, sanitize_adj
+from ..anchors import feature_anchors
 from ..errors import InputError
 from ..graph import node_mask
 from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
                       label_disagreement, label_score_sets)
-from ..options import Complexity, Pruning
+from ..options import Anchoring, Complexity, Pruning
 from ..prune import AUTO_THRESHOLD_SCALE, AUTO_UNLABELLED_WEIGHT, candidate_mask, unlabelled_weight
 from .datasets import Dataset, Graph
 from .metrics import accuracy_on
@@ -64,6 +67,9 @@ labels disagree (``kces-soft``; the default does so on featureless graphs only),
 half the weight (``kces-soft-half``, measured on validation nodes and not adopted). Their settings
 are spelled out, so that their keys
 (:func:`edge_stages_key`) do not move with the package default."""
+ANCHORING = Anchoring(k=10, weight=0.5)
+"""The ``anchor`` stage's settings, spelled out so that its key (:func:`edge_stages_key`) does not
+move with the package default."""
 PRUNING = (*KCES_VARIANTS, "jaccard")
 """Stages that only remove edges: their output is scored against the attacker's insertions."""
 JACCARD_THRESHOLD = 0.01
@@ -88,6 +94,9 @@ def parse_defence(name: str) -> tuple[str, ...]:
                              "or a '+' chain of them such as kces+jaccard")
         if stage in MODEL_DEFENCES and i != len(stages) - 1:
             raise InputError(f"defence {name!r}: {stage} trains its own model and must come last")
+        if stage == "anchor" and any(later not in MODEL_DEFENCES for later in stages[i + 1:]):
+            raise InputError(f"defence {name!r}: anchor joins edges no later edge stage may judge; it comes "
+                             "last of the edge stages")
     if len(set(stages)) != len(stages):
         raise InputError(f"defence {name!r} repeats a stage")
     return stages
@@ -95,8 +104,9 @@ def parse_defence(name: str) -> tuple[str, ...]:
 
 def skip_reason(stages: tuple[str, ...], dataset: Dataset, model: str, optimizer: str) -> str | None:
     """Why this defence cannot run with this model/optimizer on this dataset, or None."""
-    if "jaccard" in stages and dataset.featureless:
-        return f"jaccard needs node features; {dataset.name} has none (identity features)"
+    for stage in ("jaccard", "anchor"):
+        if stage in stages and dataset.featureless:
+            return f"{stage} needs node features; {dataset.name} has none (identity features)"
     if (model, optimizer) == ("gcn", "adam"):
         return None
     if stages and stages[-1] in MODEL_DEFENCES:
@@ -159,7 +169,7 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     edge = [stage for stage in stages if stage not in MODEL_DEFENCES]
     if not edge:
         return "none"
-    settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}}
+    settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}, "anchor": asdict(ANCHORING)}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
     auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT)}  # a constant only "auto" reads
@@ -186,6 +196,8 @@ def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank
             adj = jaccard_prune(adj, graph.features)
         elif stage == "svd":
             adj = truncated_svd(adj, svd_rank, seed)
+        elif stage == "anchor":
+            adj = anchor_adj(adj, graph.features, anchoring=ANCHORING)
         if stage in PRUNING:
             pruned = adj
     return Defended(adj=sp.csr_matrix(adj), pruned=pruned, seconds=time.perf_counter() - start)
@@ -194,8 +206,22 @@ def apply_edge_stages(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank
 def edge_defence(stages: tuple[str, ...], graph: Graph, seed: int,
                  svd_rank: int = SVD_RANK) -> Callable[[sp.csr_matrix], sp.csr_matrix]:
     """What an adaptive attacker runs: (n, n) adjacency → what the edge stages of ``stages`` keep
-    of it, on ``graph``'s features, labels and split (:func:`apply_edge_stages`)."""
-    return lambda adj: apply_edge_stages(stages, graph.with_adj(adj), seed, svd_rank).adj
+    of it, on ``graph``'s features, labels and split (:func:`apply_edge_stages`), before the
+    anchors an ``anchor`` stage joins (graph-free: the attacker is given them,
+    :func:`always_anchored`)."""
+    before = tuple(stage for stage in stages if stage != "anchor")
+    return lambda adj: apply_edge_stages(before, graph.with_adj(adj), seed, svd_rank).adj
+
+
+def always_anchored(stages: tuple[str, ...], graph: Graph) -> sp.csr_matrix | None:
+    """The (n, n) symmetric weighted anchors an ``anchor`` stage of ``stages`` joins to whatever
+    graph it is given (they depend on ``graph``'s features alone): what an
+    adaptive attacker's surrogate sees beside :func:`edge_defence`'s output; None without one."""
+    if "anchor" not in stages:
+        return None
+    anchors = feature_anchors(torch.from_numpy(graph.features.toarray()), k=ANCHORING.k).numpy()
+    return sp.csr_matrix((np.full(anchors.shape[1], ANCHORING.weight, dtype=np.float32), anchors),
+                         shape=graph.adj.shape)
 
 
 def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -33,8 +33,8 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
-                       model_defence_accuracy, parse_defence, skip_reason)
+from .defences import (always_anchored, always_pruned, always_scaled, apply_edge_stages, edge_defence,
+                       edge_stages_key, model_defence_accuracy, parse_defence, skip_reason)
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ADAPTIVE, ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
@@ -185,7 +185,8 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     adaptive = cell.attack in ADAPTIVE
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
                             always_pruned(stages, dataset.graph) if adaptive else None,
-                            always_scaled(stages, dataset.graph) if adaptive else None)
+                            always_scaled(stages, dataset.graph) if adaptive else None,
+                            always_anchored(stages, dataset.graph) if adaptive else None)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
