@@ -19,8 +19,10 @@ version (``meta_self_through_defence``) takes its meta-gradients on what the def
 re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping
 the strategy its own surrogate scores higher (every defence; one attacked graph per dataset
 and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RGCN) have no edge
-stage to query, so their adaptive attack is the non-adaptive one. A fourth family is rule-aware
-by construction and has no adaptive version: ``trainhub``, insertions from the training nodes to
+stage to query, so their adaptive attack is the non-adaptive one. Against ``kces+anchor`` (the
+default joined by the opt-in feature anchors) the adaptive attacks run the default in their loop
+and the PRBCD and Meta-Self surrogates see the anchors (graph-free, given to the attacker). A
+fourth family is rule-aware by construction and has no adaptive version: ``trainhub``, insertions from the training nodes to
 the best-connected nodes of other classes (``kces.experiments.attacks.train_hubs``), which share
 neighbours with each other and so pass a check that trusts shared neighbours; and two versions
 that keep every node's training neighbours under the bound of KCES's excess check:
@@ -29,7 +31,7 @@ nodes of the attacking class to make room.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
-    python benchmarks/adaptive.py [--datasets cora,citeseer,polblogs] [--seeds 3]
+    python benchmarks/adaptive.py [--datasets cora,citeseer,polblogs] [--seeds 3] [--defences kces,kces+anchor]
 
 """
 from __future__ import annotations

@@ -4,13 +4,14 @@ without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
 nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
 KCES, KCES+Jaccard, the neighbourhood and feature-label variants ``kces-nbr`` and ``kces-features``
-(earlier defaults) and ``kces-soft`` (the default that also down-weights the edges between
-unlabelled nodes whose feature labels disagree); GCN
+(earlier defaults), ``kces-soft`` (the default that also down-weights the edges between
+unlabelled nodes whose feature labels disagree) and ``kces+anchor`` (the default joined by the
+opt-in feature anchors, ``kces.anchors``; graphs with features); GCN
 trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
 
-    python benchmarks/robustness.py [--datasets cora,citeseer,polblogs] [--seeds 5]
+    python benchmarks/robustness.py [--datasets cora,citeseer,polblogs] [--seeds 5] [--defences kces,kces+anchor]
 """
 from __future__ import annotations
 

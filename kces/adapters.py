@@ -98,10 +98,10 @@ def anchor_adj(adj: Any, features: Any, *, anchoring: Anchoring | Mapping[str, A
     :func:`sanitize_adj`; float32 for an integer or bool input) where an entry is the larger of
     the input's and the anchor weight at an anchor, the input's elsewhere. ``features`` (n, d)
     scipy/numpy/torch (a featureless graph has no anchors: ``ValueError``); ``anchoring``:
-    :class:`kces.Anchoring` (or a dict of its fields; default ``k = 10``, weight 0.5). The feature cosines run on CUDA when
-    available unless ``device`` says otherwise.
+    :class:`kces.Anchoring` (or a dict of its fields; default ``k = 10``, weight 0.5). The feature
+    cosines run on CUDA when available unless ``device`` says otherwise.
     """
-    row, col, data, edge_index, weight = _edges_of(adj)
+    *_, edge_index, weight = _edges_of(adj)
     if features is None:
         raise InputError("anchors need node features; features is None (a featureless graph)")
     result = anchor(edge_index, _dense_features(features), num_nodes=adj.shape[0], edge_weight=weight.double(),
