@@ -188,8 +188,8 @@ class Anchoring(_Options):
     """Which feature anchors join a graph (:mod:`kces.anchors`).
 
     Args:
-        k (int, default 10): nearest feature neighbours each node is offered (those of another
-            label are dropped).
+        k (int, default 10): each node is linked to its ``k`` nearest nodes by feature cosine
+            (chosen with the weight on validation nodes, ``benchmarks/anchor.py``).
         weight (float, default 0.5): an anchor's edge weight; an edge already in the graph keeps
             the larger of its own and this.
     """

@@ -183,3 +183,14 @@ def test_anchor_adj_against_the_reference(kind):
     assert out.dtype == np.float32
     kinds = {"csr": sp.csr_matrix, "array": sp.csr_array, "dense": np.ndarray, "int": sp.csr_matrix}
     assert isinstance(out, kinds[kind])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_anchors_on_cuda_match_cpu():
+    x, y, train_mask, edge_index = random_problem(12)
+    cpu = kces.anchor(edge_index, x, device="cpu")
+    gpu = kces.anchor(edge_index, x, device="cuda")
+    assert gpu.edge_index.device.type == "cpu"  # returned where the graph lives
+    assert torch.equal(gpu.edge_index, cpu.edge_index) and torch.equal(gpu.edge_weight, cpu.edge_weight)
+    on_gpu = FeatureAnchors()(Data(x=x, edge_index=edge_index).to("cuda"))
+    assert on_gpu.edge_index.device.type == "cuda" and torch.equal(on_gpu.edge_index.cpu(), cpu.edge_index)
