@@ -9,7 +9,9 @@ edges), ``kces-kc-only`` (the KC bound, no label check), ``kces-labels-only`` (t
 no KC bound), ``kces-k2`` (two hops), ``kces-top2`` (an earlier default: an unlabelled node's two
 best feature classes both count as compatible); ``kces-nbr`` (the neighbourhood vote alone, the
 default before) and ``kces-nbr-labels-only`` (its label check, no KC bound); and
-``kces-both-labels-only`` (the default's label check, no KC bound). Scenarios: clean,
+``kces-both-labels-only`` (the default's label check, no KC bound); and the opt-in feature anchors
+(``kces.anchors``) alone (``anchor``: no pruning) and after the default (``kces+anchor``), to
+show what the pruning adds to them. Scenarios: clean,
 Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
 without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
 (``trainlink``), Meta-Self (``metaself``) and PRBCD (``prbcd``, 2 seeds), and the rule-aware
@@ -19,7 +21,7 @@ runs can be shared through the cache if that ran first: copy ``results/adaptive/
 Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
 continues where it stopped.
 
-    python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3]
+    python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3] [--defences anchor,kces+anchor]
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
 DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-nbr", "kces-features", "kces-k2",
-            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only"]
+            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor", "kces+anchor"]
 
 
 def grids(seeds: int) -> list[dict]:
@@ -51,10 +53,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cora,citeseer,polblogs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--defences", default=",".join(DEFENCES), help="comma-separated defences (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    return run_grids(args.out, grids(args.seeds), datasets=args.datasets.split(","), defences=DEFENCES,
+    return run_grids(args.out, grids(args.seeds), datasets=args.datasets.split(","),
+                     defences=args.defences.split(","),
                      models=["gcn"], optimizers=["adam"])
 
 

@@ -63,7 +63,8 @@ OUT = Path(__file__).parent / "results" / "anchor.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
 CANDIDATES = {"knn10, w=0.5": (10, 0.5, False), "knn10, w=1": (10, 1.0, False), "knn20, w=0.25": (20, 0.25, False),
               "knn10, same label, w=0.5": (10, 0.5, True), "knn10, same label, w=1": (10, 1.0, True),
-              "knn20, same label, w=0.5": (20, 0.5, True)}
+              "knn20, same label, w=0.5": (20, 0.5, True), "knn5, w=0.5": (5, 0.5, False),
+              "knn10, w=0.25": (10, 0.25, False)}
 """name → (feature neighbours per node, the anchors' weight, keep only the neighbours whose feature label
 (:func:`feature_labels`) is the node's own)."""
 RECORDED = "knn10, w=0.5"

@@ -15,11 +15,12 @@ __version__ = "0.1.0"
 _EXPORTS = {"KCES": "transform", "Complexity": "options", "Pruning": "options", "Sanitized": "functional",
             "kc_scores": "functional", "sanitize": "functional", "sanitize_adj": "adapters",
             "sanitize_networkx": "adapters", "Anchoring": "options", "Anchored": "anchors", "anchor": "anchors",
-            "feature_anchors": "anchors", "anchor_adj": "adapters", "FeatureAnchors": "anchor_transform"}
+            "feature_anchors": "anchors", "anchor_adj": "adapters", "anchor_networkx": "adapters",
+            "FeatureAnchors": "anchor_transform"}
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .adapters import anchor_adj, sanitize_adj, sanitize_networkx
+    from .adapters import anchor_adj, anchor_networkx, sanitize_adj, sanitize_networkx
     from .anchor_transform import FeatureAnchors
     from .anchors import Anchored, anchor, feature_anchors
     from .options import Anchoring, Complexity, Pruning

@@ -164,3 +164,27 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
     for i, j, weight in zip(kept.row[changed], kept.col[changed], kept.data[changed]):
         out.edges[nodes[i], nodes[j]]["weight"] = float(weight)
     return out
+
+
+def anchor_networkx(graph: nx.Graph, features: Any, *, anchoring: Anchoring | Mapping[str, Any] | None = None,
+                    device: Any = None) -> nx.Graph:
+    """Feature anchors (:mod:`kces.anchors`) joined to an undirected networkx graph, e.g. the
+    output of :func:`sanitize_networkx`: a copy (all node, edge and graph attributes kept) where
+    each anchor the graph lacked is a new edge with ``weight`` the anchor weight, and an edge an
+    anchor lies on has ``weight`` the larger of its own (1 without) and that. ``features``: (n, d)
+    rows in ``graph.nodes`` order (a featureless graph has no anchors: ``ValueError``);
+    ``anchoring``/``device`` as :func:`anchor_adj`.
+    """
+    import networkx as nx
+
+    if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
+        raise InputTypeError("anchor_networkx needs an undirected simple nx.Graph "
+                             "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
+    nodes = list(graph.nodes)
+    adj = sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr"))
+    anchored = sp.triu(sp.csr_matrix(anchor_adj(adj, features, anchoring=anchoring, device=device)), k=1).tocoo()
+    changed = anchored.data != np.asarray(adj[anchored.row, anchored.col]).ravel()
+    out = graph.copy()
+    for i, j, weight in zip(anchored.row[changed], anchored.col[changed], anchored.data[changed]):
+        out.add_edge(nodes[i], nodes[j], weight=float(weight))
+    return out

@@ -194,3 +194,29 @@ def test_anchors_on_cuda_match_cpu():
     assert torch.equal(gpu.edge_index, cpu.edge_index) and torch.equal(gpu.edge_weight, cpu.edge_weight)
     on_gpu = FeatureAnchors()(Data(x=x, edge_index=edge_index).to("cuda"))
     assert on_gpu.edge_index.device.type == "cuda" and torch.equal(on_gpu.edge_index.cpu(), cpu.edge_index)
+
+
+def test_anchor_networkx_matches_anchor_adj_and_keeps_attributes():
+    import networkx as nx
+
+    x, _, _, edge_index = random_problem(13)
+    n = x.shape[0]
+    names = [f"v{i}" for i in range(n)]
+    graph = nx.Graph(title="g")
+    graph.add_nodes_from((name, {"index": i}) for i, name in enumerate(names))
+    for i, j in edge_index.T.tolist():
+        if i < j:
+            graph.add_edge(names[i], names[j], kind="road", **({"weight": 0.25} if (i + j) % 3 == 0 else {}))
+    before = nx.node_link_data(graph, edges="links")
+    out = kces.anchor_networkx(graph, x.numpy(), anchoring=dict(k=3), device="cpu")
+    assert nx.node_link_data(graph, edges="links") == before and out.graph == {"title": "g"}
+    adj = sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=names))
+    expected = kces.anchor_adj(adj, x.numpy(), anchoring=dict(k=3), device="cpu").toarray()
+    np.testing.assert_allclose(nx.to_numpy_array(out, nodelist=names), expected)
+    assert all(out.edges[u, v]["kind"] == "road" for u, v in graph.edges)
+    assert all(out.edges[u, v] == graph.edges[u, v] for u, v in graph.edges if "weight" not in graph.edges[u, v])
+    added = [(u, v) for u, v in out.edges if not graph.has_edge(u, v)]
+    assert added and all(out.edges[u, v] == {"weight": 0.5} for u, v in added)
+    assert any(out.edges[u, v]["weight"] == 0.5 for u, v in graph.edges if "weight" in graph.edges[u, v])
+    with pytest.raises(TypeError, match="undirected"):
+        kces.anchor_networkx(nx.DiGraph(graph), x.numpy())
