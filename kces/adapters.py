@@ -125,12 +125,7 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
     """
     import networkx as nx
 
-    if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
-        raise InputTypeError("sanitize_networkx needs an undirected simple nx.Graph "
-                             "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
-    if graph.number_of_nodes() == 0:
-        raise InputError("the graph is empty (no nodes)")
-    nodes = list(graph.nodes)
+    nodes, adj = _networkx_adjacency(graph, "sanitize_networkx")
     position = {node: i for i, node in enumerate(nodes)}
     train_nodes = list(train_nodes)
     unknown = [v for v in train_nodes if v not in position]
@@ -153,16 +148,11 @@ def sanitize_networkx(graph: nx.Graph, labels: Mapping[Hashable, int] | str, tra
         classes = {v: c for c, v in enumerate(values)}
     for node, label in known.items():
         y[position[node]] = classes[label]
-    adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr")
-    sanitized = sanitize_adj(sp.csr_matrix(adj), features, y, train,
-                             pruning=pruning, complexity=complexity, device=device)
+    sanitized = sanitize_adj(adj, features, y, train, pruning=pruning, complexity=complexity, device=device)
     # remove only the edges KCES pruned: a zero-weight edge is no edge of ``adj``, never scored
     out = graph.copy()
     out.remove_edges_from([(nodes[i], nodes[j]) for i, j in edge_difference(adj, sanitized)])
-    kept = sp.triu(sanitized, k=1).tocoo()
-    changed = kept.data != np.asarray(sp.csr_matrix(adj)[kept.row, kept.col]).ravel()
-    for i, j, weight in zip(kept.row[changed], kept.col[changed], kept.data[changed]):
-        out.edges[nodes[i], nodes[j]]["weight"] = float(weight)
+    _set_changed_weights(out, nodes, adj, sanitized)
     return out
 
 
@@ -175,16 +165,31 @@ def anchor_networkx(graph: nx.Graph, features: Any, *, anchoring: Anchoring | Ma
     rows in ``graph.nodes`` order (a featureless graph has no anchors: ``ValueError``);
     ``anchoring``/``device`` as :func:`anchor_adj`.
     """
+    nodes, adj = _networkx_adjacency(graph, "anchor_networkx")
+    out = graph.copy()
+    _set_changed_weights(out, nodes, adj, anchor_adj(adj, features, anchoring=anchoring, device=device))
+    return out
+
+
+def _networkx_adjacency(graph: nx.Graph, face: str) -> tuple[list[Hashable], sp.csr_matrix]:
+    """``graph``'s nodes and its (n, n) CSR adjacency in their order (edge attribute ``weight``, 1
+    without); ``TypeError`` naming ``face`` unless ``graph`` is an undirected simple ``nx.Graph``,
+    ``ValueError`` if it has no node."""
     import networkx as nx
 
     if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
-        raise InputTypeError("anchor_networkx needs an undirected simple nx.Graph "
+        raise InputTypeError(f"{face} needs an undirected simple nx.Graph "
                              "(convert a DiGraph with .to_undirected(), a MultiGraph with nx.Graph(g))")
+    if graph.number_of_nodes() == 0:
+        raise InputError("the graph is empty (no nodes)")
     nodes = list(graph.nodes)
-    adj = sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr"))
-    anchored = sp.triu(sp.csr_matrix(anchor_adj(adj, features, anchoring=anchoring, device=device)), k=1).tocoo()
-    changed = anchored.data != np.asarray(adj[anchored.row, anchored.col]).ravel()
-    out = graph.copy()
-    for i, j, weight in zip(anchored.row[changed], anchored.col[changed], anchored.data[changed]):
+    return nodes, sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=nodes, weight="weight", format="csr"))
+
+
+def _set_changed_weights(out: nx.Graph, nodes: list[Hashable], before: sp.csr_matrix, after: Any) -> None:
+    """Give each pair of ``after`` (n, n, rows in ``nodes`` order) whose entry differs from
+    ``before``'s that entry as the ``weight`` of its edge in ``out``, adding the edge if absent."""
+    upper = sp.triu(sp.csr_matrix(after), k=1).tocoo()
+    changed = upper.data != np.asarray(before[upper.row, upper.col]).ravel()
+    for i, j, weight in zip(upper.row[changed], upper.col[changed], upper.data[changed]):
         out.add_edge(nodes[i], nodes[j], weight=float(weight))
-    return out

@@ -218,5 +218,7 @@ def test_anchor_networkx_matches_anchor_adj_and_keeps_attributes():
     added = [(u, v) for u, v in out.edges if not graph.has_edge(u, v)]
     assert added and all(out.edges[u, v] == {"weight": 0.5} for u, v in added)
     assert any(out.edges[u, v]["weight"] == 0.5 for u, v in graph.edges if "weight" in graph.edges[u, v])
-    with pytest.raises(TypeError, match="undirected"):
+    with pytest.raises(TypeError, match="anchor_networkx needs an undirected"):
         kces.anchor_networkx(nx.DiGraph(graph), x.numpy())
+    with pytest.raises(ValueError, match="empty"):
+        kces.anchor_networkx(nx.Graph(), np.zeros((0, 2)))
