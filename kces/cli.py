@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from .errors import InputError, InputTypeError
 from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, SVD_RANK
@@ -21,7 +21,7 @@ from .experiments.names import ATTACKS, DATASETS, DEFENCES, MODELS, OPTIMIZERS, 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-    from .options import Complexity, Pruning
+    from .options import Anchoring, Complexity, Pruning
 
 BENCH_EXAMPLE = """example (the Metattack part of the committed benchmarks/results/robustness, which
 benchmarks/robustness.py runs together with Nettack and DICE):
@@ -64,6 +64,11 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
     cmd.add_argument("--train-ratio", type=float, default=0.1,
                      help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")
     cmd.add_argument("--seed", type=int, default=0, help="seed of that draw (default 0)")
+    anchors = cmd.add_argument_group("feature anchors (opt-in; kces.Anchoring)")
+    anchors.add_argument("--anchors", action="store_true",
+                         help="then join each node's nearest feature neighbours as edges (needs node features)")
+    anchors.add_argument("--anchor-k", type=int, help="feature neighbours per node (default 10)")
+    anchors.add_argument("--anchor-weight", type=float, help="the anchors' edge weight (default 0.5)")
     cmd.set_defaults(run=_sanitize)
     return cmd
 
@@ -147,15 +152,24 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail(f"--train-ratio must be in (0, 1], got {args.train_ratio}")
     if args.seed < 0:
         fail(f"--seed must be >= 0, got {args.seed}")
-    from .options import Complexity, Pruning
+    if not args.anchors and (args.anchor_k, args.anchor_weight) != (None, None):
+        fail("--anchor-k and --anchor-weight need --anchors")
+    from .options import Anchoring, Complexity, Pruning
 
     pruning, complexity = Pruning(ratio=args.ratio), Complexity(k=args.k)
+    anchoring = None
+    if args.anchors:
+        given = {"k": args.anchor_k, "weight": args.anchor_weight}
+        anchoring = Anchoring(**{field: value for field, value in given.items() if value is not None})
     start = time.perf_counter()
-    before, after, reweighted = (sanitize_npz if suffix == ".npz" else sanitize_pt)(
-        args.input, args.output, args.seed, args.train_ratio, pruning, complexity)
-    changes = f"{before - after} pruned" + (f", {reweighted} re-weighted" if reweighted else "")
-    print(f"kces sanitize: {args.input} -> {args.output}: {before} -> {after} undirected edges "
-          f"({changes}) in {time.perf_counter() - start:.2f} s")
+    counts = (sanitize_npz if suffix == ".npz" else sanitize_pt)(
+        args.input, args.output, args.seed, args.train_ratio, pruning, complexity, anchoring)
+    changes = f"{counts.before - counts.kept} pruned" + (f", {counts.reweighted} re-weighted" if counts.reweighted
+                                                         else "")
+    if anchoring is not None:
+        changes += f", {counts.anchors} anchors added"
+    print(f"kces sanitize: {args.input} -> {args.output}: {counts.before} -> {counts.kept + counts.anchors} "
+          f"undirected edges ({changes}) in {time.perf_counter() - start:.2f} s")
     return 0
 
 
@@ -199,23 +213,43 @@ def _report(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     return 0
 
 
+class EdgeCounts(NamedTuple):
+    """Undirected edges of a ``kces sanitize`` run: of the input, kept by KCES, re-weighted by it,
+    and anchors added where there was no edge."""
+
+    before: int
+    kept: int
+    reweighted: int
+    anchors: int
+
+
 def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
-                 complexity: Complexity) -> tuple[int, int, int]:
+                 complexity: Complexity, anchoring: Anchoring | None = None) -> EdgeCounts:
     """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
 
     A directed input is scored as its undirected version; a pruned edge {i, j} loses both
     (i, j) and (j, i), a re-weighted one (a rule with an ``unlabelled_weight`` below 1; the
     default's on featureless graphs) has both multiplied by the factor; self-loops, weights and
-    order of the kept entries stay otherwise. Without ``idx_train`` a seeded ``train_ratio`` split
-    of the labelled nodes is used. Returns the undirected edge counts (before, after, re-weighted)."""
+    order of the kept entries stay otherwise. With ``anchoring`` the feature anchors
+    (:mod:`kces.anchors`) are then joined to both directions, as :func:`kces.anchor_adj` joins
+    them: an entry at an anchor keeps the larger of its weight and the anchor weight, a missing
+    one is added (at the end of its row). Without ``idx_train`` a seeded ``train_ratio`` split of
+    the labelled nodes is used."""
     import numpy as np
     import scipy.sparse as sp
+    import torch
 
-    from .adapters import edge_difference, sanitize_adj
-    from .formats import random_split, read_npz, undirected, write_npz_without
+    from .adapters import _default_device, edge_difference, sanitize_adj
+    from .anchors import feature_anchors
+    from .formats import random_split, read_npz, undirected, write_npz_edges
 
     adj, features, labels, split = read_npz(src)
     graph = undirected(adj)
+    joined = None
+    if anchoring is not None:  # first: a featureless file is refused before any work
+        ends = feature_anchors(torch.from_numpy(features.toarray()), k=anchoring.k,
+                               device=_default_device(None)).cpu().numpy()
+        joined = sp.csr_matrix((np.full(ends.shape[1], anchoring.weight), (ends[0], ends[1])), shape=graph.shape)
     train = split["idx_train"] if "idx_train" in split else random_split(labels, seed, train_ratio, 0.0)[0]
     sanitized = sp.csr_matrix(sanitize_adj(graph, features, labels, train, pruning=pruning, complexity=complexity))
     pruned = edge_difference(graph, sanitized)
@@ -224,18 +258,22 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     changed = ~np.isclose(kept.data, before)
     factors = sp.csr_matrix((kept.data[changed] / before[changed], (kept.row[changed], kept.col[changed])),
                             shape=graph.shape)
-    write_npz_without(src, dst, adj, pruned, factors)
-    return graph.nnz // 2, graph.nnz // 2 - len(pruned), int(np.count_nonzero(changed & (kept.row < kept.col)))
+    write_npz_edges(src, dst, adj, pruned, factors, joined)
+    added = 0 if joined is None else sp.triu(joined, k=1).nnz - sp.triu(joined.multiply(sanitized), k=1).nnz
+    reweighted = int(np.count_nonzero(changed & (kept.row < kept.col)))
+    return EdgeCounts(graph.nnz // 2, graph.nnz // 2 - len(pruned), reweighted, added)
 
 
 def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pruning,
-                complexity: Complexity) -> tuple[int, int, int]:
-    """KCES (the PyG transform) on a saved ``Data``; writes ``dst`` with all attributes kept and
-    edge-level ones following the kept edges. Without ``train_mask`` a seeded ``train_ratio``
-    split of the labelled nodes is used (and not stored). Returns the edge counts (before,
-    after, re-weighted), undirected."""
+                complexity: Complexity, anchoring: Anchoring | None = None) -> EdgeCounts:
+    """KCES (the PyG transform) on a saved ``Data``, then with ``anchoring`` :class:`kces.FeatureAnchors`;
+    writes ``dst`` with all attributes kept and edge-level ones following the kept edges (an
+    input with other edge-level attributes than ``edge_weight`` is refused with anchors: an
+    anchor has no value for them). Without ``train_mask`` a seeded ``train_ratio`` split of the
+    labelled nodes is used (and not stored)."""
     import torch
 
+    from .anchor_transform import FeatureAnchors
     from .formats import atomic_write, load_pyg, random_split
     from .transform import KCES
 
@@ -248,10 +286,15 @@ def sanitize_pt(src: Path, dst: Path, seed: int, train_ratio: float, pruning: Pr
         work.train_mask = torch.zeros(data.num_nodes, dtype=torch.bool)
         work.train_mask[torch.from_numpy(random_split(data.y.numpy(), seed, train_ratio, 0.0)[0])] = True
     out = KCES(pruning, complexity)(work)
+    kept = out.edge_index.shape[1] // 2
+    counts = EdgeCounts(data.edge_index.shape[1] // 2, kept, _reweighted(data, out), 0)
+    if anchoring is not None:
+        out = FeatureAnchors(anchoring)(out)
+        counts = counts._replace(anchors=out.edge_index.shape[1] // 2 - kept)
     if work is not data:
         del out.train_mask
     atomic_write(dst, lambda f: torch.save(out, f))
-    return data.edge_index.shape[1] // 2, out.edge_index.shape[1] // 2, _reweighted(data, out)
+    return counts
 
 
 def _reweighted(data: Data, out: Data) -> int:

@@ -2,8 +2,8 @@
 
 - Nettack-layout ``.npz`` (``adj_*`` CSR arrays, optional ``attr_*`` features, ``labels``,
   optional ``idx_train``/``idx_val``/``idx_test``): :func:`read_npz`, and
-  :func:`write_npz_without` which copies a file with some edges removed, every other array
-  kept byte for byte (object arrays in it are copied, never decoded);
+  :func:`write_npz_edges` which copies a file with some edges removed, re-weighted or joined,
+  every other array kept byte for byte (object arrays in it are copied, never decoded);
 - ``scipy.sparse.save_npz`` files: :func:`read_sparse_npz`;
 - PyG ``Data`` saved with ``torch.save``: :func:`load_pyg` (``weights_only=True``; a plain
   ``torch.load`` of such a file needs ``torch.serialization.safe_globals`` with PyG's ``Data``
@@ -135,24 +135,51 @@ def random_split(labels: np.ndarray, seed: int, train: float = 0.1, val: float =
     return tuple(np.sort(p).astype(np.int64) for p in parts)
 
 
-def write_npz_without(src: Path, dst: Path, adj: sp.csr_matrix, pairs: np.ndarray,
-                      factors: sp.csr_matrix | None = None) -> None:
-    """Write ``dst``: the Nettack-layout ``src`` (whose raw adjacency is ``adj``) without the
-    entries (i, j) and (j, i) of each row of ``pairs`` (m, 2), and each kept entry (i, j) with a
-    stored value in ``factors`` (n, n) multiplied by it. The kept entries keep their order and
-    weights otherwise, and their dtypes (float32 when an integer weight is multiplied); every
-    other array is copied byte for byte."""
+def write_npz_edges(src: Path, dst: Path, adj: sp.csr_matrix, removed: np.ndarray,
+                    factors: sp.csr_matrix | None = None, joined: sp.csr_matrix | None = None) -> None:
+    """Write ``dst``: the Nettack-layout ``src`` (whose raw adjacency is ``adj``, n × n) without
+    the entries (i, j) and (j, i) of each row of ``removed`` (m, 2); each kept entry (i, j) with a
+    stored value in ``factors`` (n, n) multiplied by it; then each stored entry (i, j) of
+    ``joined`` (n, n) joined: a kept entry takes the larger of its value and ``joined``'s, a
+    missing one is added at the end of its row (in column order). The kept entries keep their
+    order and weights otherwise, and their dtypes (float32 when an integer weight is multiplied
+    or entries are joined); every other array is copied byte for byte."""
     with np.load(src, allow_pickle=False) as loader:
         dtypes = {key: loader[key].dtype for key in ADJ_KEYS}
-    arrays = _without_pairs(adj, pairs)
+    arrays = _without_pairs(adj, removed)
+    n = adj.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(arrays["adj_indptr"]))
+    changed = False
     if factors is not None and factors.nnz:
-        rows = np.repeat(np.arange(adj.shape[0], dtype=np.int64), np.diff(arrays["adj_indptr"]))
         factor = np.asarray(sp.csr_matrix(factors)[rows, arrays["adj_indices"]]).ravel()
         arrays["adj_data"] = arrays["adj_data"] * np.where(factor != 0, factor, 1.0)
-        if not np.issubdtype(dtypes["adj_data"], np.floating):
-            dtypes["adj_data"] = np.dtype(np.float32)
+        changed = True
+    if joined is not None and joined.nnz:
+        arrays = _joined(rows, arrays, sp.csr_matrix(joined).tocoo(), n)
+        changed = True
+    if changed and not np.issubdtype(dtypes["adj_data"], np.floating):
+        dtypes["adj_data"] = np.dtype(np.float32)
     arrays = {key: value.astype(dtypes[key]) for key, value in arrays.items()}
     atomic_write(dst, lambda f: _replace_members(src, f, arrays))
+
+
+def _joined(rows: np.ndarray, arrays: dict[str, np.ndarray], joined: sp.coo_matrix, n: int) -> dict[str, np.ndarray]:
+    """CSR arrays of ``arrays`` (whose entries lie in ``rows``) with the entries of ``joined``
+    (no duplicates) joined: a present entry takes the larger value, a missing one is appended to
+    its row, in column order."""
+    keys = rows * n + arrays["adj_indices"]
+    extra = joined.row.astype(np.int64) * n + joined.col
+    order = np.argsort(extra)
+    extra, values = extra[order], joined.data[order].astype(np.float64)
+    data = arrays["adj_data"].astype(np.float64)
+    present = np.isin(keys, extra)
+    data[present] = np.maximum(data[present], values[np.searchsorted(extra, keys[present])])
+    new = ~np.isin(extra, keys)
+    all_rows = np.concatenate([rows, extra[new] // n])
+    order = np.argsort(all_rows, kind="stable")  # kept entries first in each row, in their order
+    return {"adj_data": np.concatenate([data, values[new]])[order],
+            "adj_indices": np.concatenate([arrays["adj_indices"], extra[new] % n])[order],
+            "adj_indptr": np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=n))])}
 
 
 def _without_pairs(adj: sp.csr_matrix, pairs: np.ndarray) -> dict[str, np.ndarray]:

@@ -396,3 +396,100 @@ def test_sanitize_pt_counts_the_edges_it_re_weights(tmp_path: Path, capsys) -> N
     assert n > 0 and set(out.edge_weight.tolist()) == {0.5, 2.0}
     counts = f"pruned, {n} re-weighted)"
     assert counts in capsys.readouterr().out and counts in npz_message
+
+
+def _written_adj(path: Path) -> sp.csr_matrix:
+    with np.load(path) as f:
+        return sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
+
+
+def test_sanitize_with_anchors_is_anchor_adj_after_sanitize_adj(tiny: Path, tmp_path: Path, capsys) -> None:
+    """``--anchors`` on a symmetric 0/1 file writes exactly ``anchor_adj(sanitize_adj(...))``,
+    every other array byte for byte; the message counts the anchors added where no edge was."""
+    from kces import Anchoring, anchor_adj, sanitize_adj
+    from kces.formats import random_split, read_npz
+
+    out = tmp_path / "anchored.npz"
+    assert main(["sanitize", str(tiny), str(out), "--anchors", "--anchor-k", "4", "--anchor-weight", "0.25"]) == 0
+    adj, features, labels, _ = read_npz(tiny)
+    sanitized = sp.csr_matrix(sanitize_adj(adj, features, labels, random_split(labels, 0, 0.1, 0.0)[0], device="cpu"))
+    expected = sp.csr_matrix(anchor_adj(sanitized, features, anchoring=Anchoring(k=4, weight=0.25), device="cpu"))
+    written = _written_adj(out)
+    assert written.dtype == np.float32 and abs(written - expected).max() == 0 and written.nnz == expected.nnz
+    assert set(np.unique(written.data).tolist()) == {0.25, 1.0}
+    added = int((sp.triu(written, k=1).data == 0.25).sum())
+    pruned = (adj.nnz - sanitized.nnz) // 2
+    assert added > 0 and f"({pruned} pruned, {added} anchors added)" in capsys.readouterr().out
+    with zipfile.ZipFile(tiny) as before, zipfile.ZipFile(out) as after:
+        assert before.namelist() == after.namelist()
+        for name in before.namelist():
+            if name not in ("adj_data.npy", "adj_indices.npy", "adj_indptr.npy"):
+                assert before.read(name) == after.read(name)
+
+
+def test_sanitize_with_anchors_on_a_directed_integer_file(tiny: Path, tmp_path: Path) -> None:
+    """A directed file with integer weights 3: the kept entries keep their weight and order at the
+    head of each row, the anchors the graph lacked are added in both directions after them, at
+    the anchor weight (float32 now); an anchor on a kept entry leaves its larger weight."""
+    from kces.anchors import feature_anchors
+    from kces.formats import read_npz
+
+    with np.load(tiny) as f:
+        arrays = dict(f)
+    upper = sp.triu(sp.csr_matrix((arrays["adj_data"], arrays["adj_indices"], arrays["adj_indptr"]),
+                                  shape=arrays["adj_shape"]), k=1).tocsr()
+    arrays.update(adj_data=np.full(upper.nnz, 3, dtype=np.int32), adj_indices=upper.indices,
+                  adj_indptr=upper.indptr)
+    source, out = tmp_path / "directed.npz", tmp_path / "out.npz"
+    np.savez(source, **arrays)
+    plain = tmp_path / "plain.npz"
+    assert main(["sanitize", str(source), str(plain)]) == 0
+    assert main(["sanitize", str(source), str(out), "--anchors"]) == 0
+    kept, written = _written_adj(plain), _written_adj(out)
+    assert written.dtype == np.float32 and kept.dtype == np.int32
+    _, features, _, _ = read_npz(source)
+    ends = feature_anchors(torch.from_numpy(features.toarray()), device="cpu").numpy()
+    anchors = sp.csr_matrix((np.ones(ends.shape[1]), (ends[0], ends[1])), shape=kept.shape)
+    expected = kept.astype(np.float32).maximum(anchors * 0.5)
+    assert abs(written - expected).max() == 0 and written.nnz == expected.nnz
+    for row in range(kept.shape[0]):  # kept entries first, in their order; the added ones after, sorted
+        head = written.indices[written.indptr[row]:written.indptr[row] + kept.indptr[row + 1] - kept.indptr[row]]
+        tail = written.indices[written.indptr[row] + head.size:written.indptr[row + 1]]
+        assert np.array_equal(head, kept.indices[kept.indptr[row]:kept.indptr[row + 1]])
+        assert np.array_equal(tail, np.sort(tail))
+    assert np.all(written.data[written.data != 0.5] == 3)
+
+
+def test_sanitize_pt_with_anchors_is_feature_anchors_after_kces(tmp_path: Path, capsys) -> None:
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
+
+    from kces import KCES, FeatureAnchors
+
+    rng = np.random.default_rng(2)
+    edge_index = to_undirected(torch.from_numpy(rng.integers(0, 40, (2, 120))))
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    y = torch.from_numpy(rng.integers(0, 2, 40))
+    train_mask = torch.from_numpy(rng.random(40) < 0.3)
+    data = Data(x=torch.randn(40, 8) + y[:, None], edge_index=edge_index, y=y, train_mask=train_mask)
+    torch.save(data, tmp_path / "in.pt")
+    assert main(["sanitize", str(tmp_path / "in.pt"), str(tmp_path / "out.pt"), "--anchors", "--anchor-k", "3"]) == 0
+    out = load_pyg(tmp_path / "out.pt")
+    expected = FeatureAnchors({"k": 3})(KCES()(data))
+    assert torch.equal(out.edge_index, expected.edge_index) and torch.equal(out.edge_weight, expected.edge_weight)
+    added = (expected.edge_index.shape[1] - KCES()(data).edge_index.shape[1]) // 2
+    assert added > 0 and f"{added} anchors added)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--anchor-k", "5"], "--anchor-k and --anchor-weight need --anchors"),
+    (["--anchors", "--anchor-k", "0"], "k (feature neighbours per node) must be an integer >= 1"),
+    (["--anchors", "--anchor-weight", "-1"], "weight (of an anchor edge) must be > 0"),
+    (["--anchors", "featureless"], "anchors need node features"),
+])
+def test_sanitize_refuses_bad_anchors(tmp_path: Path, capsys, options: list[str], message: str) -> None:
+    source = write_tiny_npz(tmp_path / "in.npz", features="featureless" not in options)
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(source), str(tmp_path / "out.npz"), *[o for o in options if o != "featureless"]])
+    assert exit_.value.code == 2 and message in _one_line_error(capsys, "sanitize")
+    assert not (tmp_path / "out.npz").exists()
