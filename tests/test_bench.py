@@ -13,7 +13,7 @@ import torch
 from kces.adapters import edge_difference
 from kces.experiments import attacks
 from kces.experiments.attacks import AttackedGraphs, budget, random_insertion
-from kces.experiments.datasets import Dataset, load_dataset
+from kces.experiments.datasets import Dataset, Graph, load_dataset
 from kces.experiments.defences import apply_edge_stages, parse_defence, skip_reason
 from kces.experiments.models import accuracy
 from kces.experiments.results import finished, read_results
@@ -869,7 +869,7 @@ def test_meta_self_on_cuda(tiny: Dataset) -> None:
 
 
 def test_vote_links_move_the_vote_then_link_the_training_node(tiny: Dataset) -> None:
-    """``votelink-adaptive`` without the defence: within the budget, deterministic, the input
+    """``votelink-adaptive`` without the defence: the budget spent exactly, deterministic, the input
     untouched, insertions only, every training-node edge passes the default's neighbourhood label
     check, and the surrogate's training loss rises."""
     from kces.experiments.attacks import vote_links
@@ -880,7 +880,7 @@ def test_vote_links_move_the_vote_then_link_the_training_node(tiny: Dataset) -> 
     adj = vote_links(graph, 0.2, seed=0)
     assert (graph.adj != before).nnz == 0 and (adj != adj.T).nnz == 0
     inserted = edge_difference(adj, graph.adj)
-    assert 0 < len(inserted) <= budget(graph, 0.2) and edge_difference(graph.adj, adj).size == 0
+    assert len(inserted) == budget(graph, 0.2) and edge_difference(graph.adj, adj).size == 0
     assert (vote_links(graph, 0.2, seed=0) != adj).nnz == 0 and (vote_links(graph, 0.2, seed=1) != adj).nnz > 0
     at_training = graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]
     assert 0 < at_training.sum() < len(inserted)  # links and their helpers
@@ -929,3 +929,46 @@ def test_vote_links_withdraw_what_the_defence_prunes(tiny: Dataset) -> None:
         {tuple(e) for e in inserted.tolist()}  # a withdrawn target's helpers went with it
     dense = vote_links(graph, 0.1, 0, lambda adj: sp.csr_matrix(adj.toarray() * 0.5 + 0.1))
     assert (dense != plain).nnz == 0
+
+
+def _fillers(graph: Graph, adj: sp.csr_matrix) -> np.ndarray:
+    """(k, 2) the insertions of ``vote_links`` that are neither a training-node link nor one of its
+    helpers (a helper touches a target, which keeps its link)"""
+    inserted = edge_difference(adj, graph.adj)
+    at_training = graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]
+    targets = set(inserted[at_training].ravel().tolist())
+    return np.array([e for e in inserted[~at_training].tolist() if not targets & set(e)]).reshape(-1, 2)
+
+
+def test_vote_links_spend_what_no_link_can_take_between_unlabelled_nodes(tiny: Dataset) -> None:
+    """When no target is left (half the edges on the tiny graph), the rest of the budget goes to
+    insertions between two unlabelled nodes of different classes, never a pair ``avoid`` flags,
+    and through a defence the ones it prunes are withdrawn and spent again elsewhere."""
+    from kces.experiments.attacks import vote_links
+
+    graph = tiny.graph
+    plain = vote_links(graph, 0.5, 0)
+    fillers = _fillers(graph, plain)
+    assert edge_difference(plain, graph.adj).shape[0] == budget(graph, 0.5) and len(fillers) > 20
+    assert not graph.train_mask[fillers].any() and np.all(graph.labels[fillers[:, 0]] != graph.labels[fillers[:, 1]])
+
+    def odd(pairs: torch.Tensor) -> torch.Tensor:
+        return (pairs[0] + pairs[1]) % 2 == 1
+
+    avoided = vote_links(graph, 0.5, 0, avoid=odd)
+    assert edge_difference(avoided, graph.adj).shape[0] == budget(graph, 0.5)
+    assert not odd(torch.from_numpy(_fillers(graph, avoided).T)).any() and odd(torch.from_numpy(fillers.T)).any()
+    with pytest.raises(ValueError, match="cannot place"):
+        vote_links(graph, 0.5, 0, avoid=lambda pairs: torch.ones(pairs.shape[1], dtype=torch.bool))
+
+    def defend(adj: sp.csr_matrix) -> sp.csr_matrix:  # prunes every insertion between two nodes below 40
+        kept = sp.lil_matrix(adj)
+        for u, v in edge_difference(adj, graph.adj).tolist():
+            if max(u, v) < 40:
+                kept[u, v] = kept[v, u] = 0
+        return sp.csr_matrix(kept)
+
+    through = vote_links(graph, 0.5, 0, defend)
+    assert edge_difference(through, graph.adj).shape[0] == budget(graph, 0.5)
+    low = [(fillers.max(1) < 40).sum(), (_fillers(graph, through).max(1) < 40).sum()]
+    assert low[0] >= 10 and low[1] <= low[0] / 3, low

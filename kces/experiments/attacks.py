@@ -147,8 +147,8 @@ VOTE_HELPER_POOL = 300
 """Unlabelled nodes per class that may serve as helpers: those with that feature label, strongest first."""
 
 
-def vote_links(graph: Graph, rate: float, seed: int,
-               defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None) -> sp.csr_matrix:
+def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
+               avoid: PairFilter | None = None) -> sp.csr_matrix:
     """Training-node insertions that first move the neighbourhood vote: the ``trainlink`` family,
     aimed at KCES's neighbourhood label check (:func:`kces.labels.neighbourhood_scores`; part of
     the default), which labels an unlabelled node u by its feature class scores plus the mean of
@@ -161,18 +161,23 @@ def vote_links(graph: Graph, rate: float, seed: int,
     *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first, never a
     node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph poisoned so
     far) to become c, inserts those and the training-node edge, and goes on until the budget is
-    spent or a whole round of training nodes finds no such node within what is left.
+    spent or a whole round of training nodes finds no such node within what is left. What is
+    left then goes to insertions between two unlabelled nodes of different classes, picked at
+    random (seeded), never a pair in ``avoid`` (the pairs the defence always prunes or
+    down-weights, :func:`~.defences.always_pruned`; None: none): the label check never inspects
+    them.
 
     With ``defend`` (the cell's defence chain, adjacency in → adjacency out) it attacks through the
     defence: for up to :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
     withdraws every training-node edge the defence pruned together with its helpers (never
-    targeting that node again) and spends the freed budget the same way; the last round's
-    insertions stay. It does so twice, the second time targeting only nodes whose own feature
-    label is c (what a rule that also checks feature labels, ``label_source="both"``, accepts),
-    and keeps the run in which the defence keeps more of its training-node edges (the first on a
-    tie). Against a defence that rebuilds the graph (SVD) it is the attack without
-    ``defend``. At most ``round(rate · m)`` insertions; seeded; the input is not
-    modified. Raises ``ValueError`` on a featureless graph (no feature label to aim at)."""
+    targeting that node again) and every other insertion it pruned (never proposed again), and
+    spends the freed budget the same way; the last round's insertions stay. It does so twice,
+    the second time targeting only nodes whose own feature label is c (what a rule that also
+    checks feature labels, ``label_source="both"``, accepts), and keeps the run in which the
+    defence keeps more of its training-node edges (the first on a tie). Against a defence that
+    rebuilds the graph (SVD) it is the attack without ``defend``. Exactly ``round(rate · m)``
+    insertions; seeded; the input is not modified. Raises ``ValueError`` on a featureless graph
+    (no feature label to aim at)."""
     labels, labelled, train = graph.labels, graph.train_mask, graph.idx_train
     scores = feature_class_scores(torch.from_numpy(graph.features.toarray()), torch.from_numpy(labels),
                                   torch.from_numpy(train), int(labels.max()) + 1).numpy()
@@ -184,6 +189,7 @@ def vote_links(graph: Graph, rate: float, seed: int,
                for c in range(scores.shape[1])}
     feature_label = scores.argmax(1)
     count = budget(graph, rate)
+    free = np.flatnonzero(~labelled & (labels >= 0))  # the unlabelled nodes the fillers join
 
     def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, int | None]:
         """(poisoned adjacency, training-node links the defence keeps, None without a defence that
@@ -193,6 +199,8 @@ def vote_links(graph: Graph, rate: float, seed: int,
         rng = np.random.default_rng(seed)
         targeted = np.zeros(graph.num_nodes, dtype=bool)  # never targeted again, nor used as a helper
         links: dict[tuple[int, int], list[int]] = {}  # (training node, target) → its helpers, in insertion order
+        fillers: dict[tuple[int, int], None] = {}  # (u, v), u < v: the other insertions, in insertion order
+        rejected: set[tuple[int, int]] = set()  # fillers the defence pruned
 
         def label(u: int, extra: list[int]) -> int:
             voters = [v for v in adj.rows[u] if not labelled[v]] + extra
@@ -233,19 +241,42 @@ def vote_links(graph: Graph, rate: float, seed: int,
                 spent += 1 + len(extra)
             return spent
 
+        def fill(left: int) -> None:
+            """Insert ``left`` edges between unlabelled nodes of different classes."""
+            for _ in range(100):
+                if left == 0:
+                    return
+                pairs = np.sort(rng.choice(free, (4 * left + 64, 2)), axis=1)
+                pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+                if avoid is not None:
+                    pairs = pairs[~avoid(torch.from_numpy(pairs.T.astype(np.int64))).numpy()]
+                for u, v in pairs.tolist():
+                    if left and not adj[u, v] and (u, v) not in rejected:
+                        adj[u, v] = adj[v, u] = 1
+                        fillers[(u, v)] = None
+                        left -= 1
+            raise InputError(f"cannot place {count} insertions in {graph.name}")
+
         spent = place(count)
+        fill(count - spent)
         kept = None
         for round_ in range(ADAPTIVE_ROUNDS if defend is not None else 0):
             kept = kept_edges(defend, sp.csr_matrix(adj))
             pruned = [] if kept is None else [link for link in links if kept[link] == 0]
-            if not pruned or round_ == ADAPTIVE_ROUNDS - 1:
+            lost = [] if kept is None else [pair for pair in fillers if kept[pair] == 0]
+            if not (pruned or lost) or round_ == ADAPTIVE_ROUNDS - 1:
                 break
             for t, u in pruned:
                 extra = links.pop((t, u))
                 for v in [*extra, t]:
                     adj[u, v] = adj[v, u] = 0
                 spent -= 1 + len(extra)
-            spent += place(count - spent)
+            for u, v in lost:
+                del fillers[(u, v)]
+                rejected.add((u, v))
+                adj[u, v] = adj[v, u] = 0
+            spent += place(count - spent - len(fillers))
+            fill(count - spent - len(fillers))
         out = sp.csr_matrix(adj)
         out.eliminate_zeros()
         return out, None if kept is None else sum(kept[link] != 0 for link in links)
@@ -624,7 +655,7 @@ ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilt
     "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: train_links(
         graph, rate, seed, defend),
     "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: vote_links(
-        graph, rate, seed, defend),
+        graph, rate, seed, defend, avoid),
     "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: prbcd_through_defence(
         graph, rate, seed, epochs, defend, avoid, scale=scale, anchor=anchor),
     "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: meta_self_through_defence(
@@ -633,7 +664,8 @@ ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilt
 joins), the pairs it always prunes or down-weights or None, the weights it always gives pairs or
 None, the anchors it joins or None) → (n, n) attacked adjacency; each is the adaptive version of
 the live attack :data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the
-defence always prunes or down-weights, PRBCD also the weights (Meta-Self's surrogate takes none),
+defence always prunes or down-weights (the vote-moving attack too, for what it spends between
+unlabelled nodes), PRBCD also the weights (Meta-Self's surrogate takes none),
 and both surrogates see the anchors; the training-node attacks find the targets the label check
 accepts themselves (the vote-moving one knowing how the neighbourhood labels are voted; they
 decide by what the defence prunes, which anchors joined after it do not change)."""
@@ -641,7 +673,7 @@ decide by what the defence prunes, which anchors joined after it do not change).
 
 ATTACK_VERSIONS: dict[str, int] = {
     "dice": 1, "random": 1, "prbcd": 1, "grbcd": 1, "trainlink": 1, "trainhub": 1, "trainhub-capped": 1,
-    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 2, "prbcd-adaptive": 1,
+    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 3, "prbcd-adaptive": 1,
     "metaself-adaptive": 1}
 """live or adaptive attack → version of the graphs it makes, part of their cache key: raise it with
 every change that alters them, so that no graph an earlier version cached is read as this one's."""
