@@ -24,6 +24,7 @@ beside it. About 20 minutes per dataset on one core with the cache, 30 without. 
 ``results/selection_adaptive.json``.
 
     python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3] [--candidates none,kces,...]
+                                            [--scenarios "votelink-adaptive;clean"]
 """
 from __future__ import annotations
 
@@ -53,21 +54,30 @@ def main() -> int:
     parser.add_argument("--datasets", default="cora,citeseer")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--scenarios", help="semicolon-separated scenarios to measure (default: all)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="results file; the rows already in it of other datasets, candidates or scenarios are kept")
     args = parser.parse_args()
-    candidates = args.candidates.split(",")
+    candidates, datasets = args.candidates.split(","), args.datasets.split(",")
+    wanted = None if args.scenarios is None else set(args.scenarios.split(";"))
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {"seeds": args.seeds, "rows": []}
+    if earlier["seeds"] != args.seeds:
+        parser.error(f"{args.out} holds {earlier['seeds']} seeds; pass --seeds {earlier['seeds']} or another --out")
+    rows = [r for r in earlier["rows"] if not (r["dataset"] in datasets and r["rule"] in candidates
+                                               and (wanted is None or r["scenario"] in wanted))]
     torch.set_num_threads(1)
-    graphs, rows = AttackedGraphs(CACHE, EPOCHS), []
-    for name in args.datasets.split(","):
+    graphs = AttackedGraphs(CACHE, EPOCHS)
+    for name in datasets:
         dataset = load_dataset(name)
         clean = dataset.graph
-        shared = scenarios(name)
-        shared["metaself"] = graphs.get(dataset, "metaself", 0.2, 0)
-        if dataset.featureless:  # the rule-aware hub attacks built against the featureless check
-            shared.update({attack: graphs.get(dataset, attack, 0.2, 0) for attack in ("trainhub", "trainhub-capped")})
         rate = 0.2 * clean.idx_val.size / clean.idx_test.size
-        shared["prbcd-val"] = clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
-                                                             targets=clean.idx_val))
+        shared = {scenario: lambda graph=graph: graph for scenario, graph in scenarios(name).items()}
+        shared["metaself"] = lambda: graphs.get(dataset, "metaself", 0.2, 0)
+        if dataset.featureless:  # the rule-aware hub attacks built against the featureless check
+            shared.update({attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0)
+                           for attack in ("trainhub", "trainhub-capped")})
+        shared["prbcd-val"] = lambda: clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
+                                                                    targets=clean.idx_val))
         for candidate in candidates:
             stages = parse_defence(candidate)
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
@@ -75,16 +85,20 @@ def main() -> int:
             attacked = dict(shared)
             for attack in ("metaself-adaptive", "trainlink-adaptive") + (() if dataset.featureless
                                                                          else ("votelink-adaptive",)):
-                attacked[attack] = graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-            attacked["prbcd-val, rule-aware"] = clean.with_adj(
+                attacked[attack] = lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
+            attacked["prbcd-val, rule-aware"] = lambda: clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
-            rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
-                     for scenario, graph in attacked.items()]
-    means = {candidate: {name: {part: float(np.mean([r["validation"] for r in rows if r["rule"] == candidate
-                                                     and r["dataset"] == name
-                                                     and (part == "all" or r["scenario"] in ADAPTIVE_SCENARIOS)]))
-                                for part in ("all", "adaptive")}
-                         for name in args.datasets.split(",")} for candidate in candidates}
+            for scenario, make in attacked.items():
+                if wanted is None or scenario in wanted:
+                    graph = make()
+                    rows.append(measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj,
+                                        args.seeds))
+    means: dict[str, dict[str, dict[str, float]]] = {}
+    for rule, name in dict.fromkeys((r["rule"], r["dataset"]) for r in rows):
+        own = [r for r in rows if r["rule"] == rule and r["dataset"] == name]
+        means.setdefault(rule, {})[name] = {
+            part: float(np.mean([r["validation"] for r in own if part == "all" or r["scenario"] in ADAPTIVE_SCENARIOS]))
+            for part in ("all", "adaptive")}
     print("mean validation accuracy:", json.dumps(means))
     args.out.write_text(json.dumps({"seeds": args.seeds, "rows": rows, "mean_validation": means}, indent=1) + "\n")
     return 0

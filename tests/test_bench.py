@@ -389,6 +389,13 @@ def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
         f"{tiny.key}_prbcd-adaptive_v1_0.1_0_{key(s)}.npz" for s in (("kces",), stages))
 
+    def untold(*args):
+        raise AssertionError("what the attacker is told is computed for a cached graph")
+
+    for name in ("always_pruned", "always_scaled", "always_anchored"):  # cached: the attacker is not asked again
+        monkeypatch.setattr(f"kces.experiments.runner.{name}", untold)
+    assert run_grids(tmp_path / "again", [grid], cache=tmp_path / "cache") == 0 and len(seen) == 2
+
 
 def test_a_changed_defence_is_attacked_anew(tiny: Dataset, tmp_path: Path, monkeypatch) -> None:
     """The runner caches an adaptive graph under the key of the defence's settings: rerunning

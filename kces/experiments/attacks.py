@@ -700,6 +700,10 @@ class AttackedGraphs:
             stem = f"{stem}_{seed}"
         return f"{stem}_{defence}" if attack in ADAPTIVE else stem
 
+    def path(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none") -> Path:
+        """Where the computed attacked graph is cached (:meth:`key`)."""
+        return self.cache / f"{self.key(dataset, attack, rate, seed, defence)}.npz"
+
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
             defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None,
             scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> Graph:
@@ -713,7 +717,7 @@ class AttackedGraphs:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
             return dataset.graph
-        path = self.cache / f"{self.key(dataset, attack, rate, seed, defence)}.npz"
+        path = self.path(dataset, attack, rate, seed, defence)
         if path.is_file():
             adj = read_sparse_npz(path)
             if adj.shape != dataset.graph.adj.shape:

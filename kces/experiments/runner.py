@@ -182,11 +182,13 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
 
     defend = edge_defence(stages, dataset.graph, 0 if cell.attack in SEEDLESS else cell.seed, plan.svd_rank)
     attacked = edge_stages_key(stages, plan.svd_rank)
-    adaptive = cell.attack in ADAPTIVE
+    # what the adaptive attacker is told, only when it attacks (not when its graph is cached)
+    told = cell.attack in ADAPTIVE and not plan.graphs.path(dataset, cell.attack, cell.rate, cell.seed,
+                                                            attacked).is_file()
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
-                            always_pruned(stages, dataset.graph) if adaptive else None,
-                            always_scaled(stages, dataset.graph) if adaptive else None,
-                            always_anchored(stages, dataset.graph) if adaptive else None)
+                            always_pruned(stages, dataset.graph) if told else None,
+                            always_scaled(stages, dataset.graph) if told else None,
+                            always_anchored(stages, dataset.graph) if told else None)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
