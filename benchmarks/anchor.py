@@ -58,7 +58,7 @@ from kces.experiments.datasets import Graph, load_dataset
 from kces.experiments.defences import always_pruned, always_scaled, edge_defence, edge_stages_key, parse_defence
 from kces.experiments.models import EPOCHS
 from kces.labels import feature_class_scores
-from selection import measure, scenarios
+from selection import in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "anchor.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -186,6 +186,7 @@ def main() -> int:
                     meta_self_through_defence(clean, 0.2, 0, EPOCHS, defend, avoid, anchor=anchor))
             rows += [measure(name, scenario, rule, graph, sp.csr_matrix(defend(graph.adj)).maximum(anchor).tocsr(),
                              args.seeds) for scenario, graph in attacked.items()]
+    rows = in_earlier_order(rows, earlier["rows"])
     summary = {}
     for rule, name in dict.fromkeys((r["rule"], r["dataset"]) for r in rows):
         own = {r["scenario"]: r["validation"] for r in rows if r["rule"] == rule and r["dataset"] == name}

@@ -103,6 +103,13 @@ def measure(name: str, scenario: str, rule: str, graph: Graph, defended: sp.spma
     return dict(dataset=name, scenario=scenario, rule=rule, validation=val, test=tst)
 
 
+def in_earlier_order(rows: list[dict], earlier: list[dict]) -> list[dict]:
+    """``rows`` (dicts with ``dataset``, ``rule`` and ``scenario``) in the order of those ``earlier``
+    rows, so that a results file measured again in part keeps its order; rows new to it last."""
+    order = {(r["dataset"], r["rule"], r["scenario"]): i for i, r in enumerate(earlier)}
+    return sorted(rows, key=lambda r: order.get((r["dataset"], r["rule"], r["scenario"]), len(order)))
+
+
 def scenarios(name: str) -> dict[str, Graph]:
     clean = load_graph(name)
     return {"clean": clean, "meta 20%": load_graph(name, "meta", 0.2), "nettack 5": load_graph(name, "nettack", 5.0),

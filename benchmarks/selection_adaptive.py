@@ -41,7 +41,7 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
                                        parse_defence)
 from kces.experiments.models import EPOCHS
-from selection import measure, scenarios
+from selection import in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -93,6 +93,7 @@ def main() -> int:
                     graph = make()
                     rows.append(measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj,
                                         args.seeds))
+    rows = in_earlier_order(rows, earlier["rows"])
     means: dict[str, dict[str, dict[str, float]]] = {}
     for rule, name in dict.fromkeys((r["rule"], r["dataset"]) for r in rows):
         own = [r for r in rows if r["rule"] == rule and r["dataset"] == name]
