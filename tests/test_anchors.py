@@ -42,7 +42,9 @@ def reference_pairs(x, k):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 3, 10])
-def test_anchor_pairs_against_the_reference(seed, k):
+@pytest.mark.parametrize("sparse", [False, True])
+def test_anchor_pairs_against_the_reference(seed, k, sparse, monkeypatch):
+    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 1.01 if sparse else 0.0)  # either product, whatever the density
     x = random_problem(seed)[0]
     x[5] = 0.0  # a node without features: no positive cosine, no anchor
     x[7] = x[8]  # equal rows, and many equal cosines
@@ -56,6 +58,18 @@ def test_anchor_pairs_are_computed_in_blocks_as_in_one(monkeypatch):
     whole = anchor_pairs(x, 4)
     monkeypatch.setattr("kces.anchors.BLOCK_ELEMENTS", 7 * x.shape[0])  # blocks of 7 rows
     assert torch.equal(anchor_pairs(x, 4), whole)
+    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 1.01)
+    assert torch.equal(anchor_pairs(x, 4), whole)
+
+
+def test_sparse_and_dense_products_agree_on_real_valued_features(monkeypatch):
+    """Sparse real-valued features (about 5% non-zero, no ties): the sparse × dense product sums in
+    another order, and the anchors come out the same."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 200, generator=g) * (torch.rand(300, 200, generator=g) < 0.05)
+    sparse = anchor_pairs(x, 5)
+    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 0.0)
+    assert sparse.shape[1] > 300 and torch.equal(anchor_pairs(x, 5), sparse)
 
 
 def test_feature_anchors_both_directions_and_accepted_forms():
