@@ -78,21 +78,20 @@ def main() -> int:
                            for attack in ("trainhub", "trainhub-capped")})
         shared["prbcd-val"] = lambda: clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                                     targets=clean.idx_val))
+        shared = {scenario: make() for scenario, make in shared.items() if wanted is None or scenario in wanted}
         for candidate in candidates:
             stages = parse_defence(candidate)
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
             avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
-            attacked = dict(shared)
-            for attack in ("metaself-adaptive", "trainlink-adaptive") + (() if dataset.featureless
-                                                                         else ("votelink-adaptive",)):
-                attacked[attack] = lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-            attacked["prbcd-val, rule-aware"] = lambda: clean.with_adj(
+            adaptive = {attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
+                        for attack in ("metaself-adaptive", "trainlink-adaptive") + (() if dataset.featureless
+                                                                                     else ("votelink-adaptive",))}
+            adaptive["prbcd-val, rule-aware"] = lambda: clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
-            for scenario, make in attacked.items():
-                if wanted is None or scenario in wanted:
-                    graph = make()
-                    rows.append(measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj,
-                                        args.seeds))
+            attacked = {**shared, **{scenario: make() for scenario, make in adaptive.items()
+                                     if wanted is None or scenario in wanted}}
+            rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
+                     for scenario, graph in attacked.items()]
     rows = in_earlier_order(rows, earlier["rows"])
     means: dict[str, dict[str, dict[str, float]]] = {}
     for rule, name in dict.fromkeys((r["rule"], r["dataset"]) for r in rows):
