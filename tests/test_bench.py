@@ -979,3 +979,29 @@ def test_vote_links_spend_what_no_link_can_take_between_unlabelled_nodes(tiny: D
     assert edge_difference(through, graph.adj).shape[0] == budget(graph, 0.5)
     low = [(fillers.max(1) < 40).sum(), (_fillers(graph, through).max(1) < 40).sum()]
     assert low[0] >= 10 and low[1] <= low[0] / 3, low
+
+
+def test_vote_links_keep_the_run_that_fools_their_surrogate_more(tiny: Dataset, monkeypatch) -> None:
+    """Through a defence, the attacker keeps whichever of its two runs leaves its own surrogate,
+    trained on what the defence keeps (with the defence's weights and anchors), less accurate on
+    the test nodes; no defence to judge by: the first run."""
+    from kces.experiments.attacks import vote_links
+
+    graph, seen = tiny.graph, []
+    anchor, scale = sp.identity(graph.num_nodes, format="csr") * 0.5, (lambda pairs: torch.ones(pairs.shape[1]))
+
+    def surrogate(judged, seed, epochs, nodes, edge_scale, anchors):
+        assert edge_scale is scale and anchors is anchor and np.array_equal(nodes, graph.idx_test) and epochs == 7
+        seen.append(judged.adj)
+        return accuracies[len(seen) - 1]
+
+    monkeypatch.setattr(attacks, "_surrogate_accuracy", surrogate)
+    for accuracies in ([0.9, 0.1], [0.1, 0.9]):
+        seen.clear()
+        adj = vote_links(graph, 0.5, 0, lambda adj: adj, epochs=7, scale=scale, anchor=anchor)
+        assert len(seen) == 2 and (seen[0] != seen[1]).nnz > 0
+        assert (adj != seen[int(np.argmin(accuracies))]).nnz == 0
+    seen.clear()
+    plain = vote_links(graph, 0.5, 0)
+    rebuilt = vote_links(graph, 0.5, 0, lambda adj: sp.csr_matrix(adj.toarray() * 0.5 + 0.1))  # SVD-like
+    assert (plain != rebuilt).nnz == 0 and not seen  # nothing to judge: the first run, no surrogate trained
