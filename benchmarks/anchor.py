@@ -59,7 +59,7 @@ from kces.experiments.datasets import Graph, load_dataset
 from kces.experiments.defences import always_pruned, always_scaled, edge_defence, edge_stages_key, parse_defence
 from kces.experiments.models import EPOCHS
 from kces.labels import feature_class_scores
-from selection import in_earlier_order, measure, scenarios
+from selection import built, in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "anchor.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -180,7 +180,7 @@ def main() -> int:
             graphs[attack] = lambda attack=attack: cache.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
         graphs["prbcd-val, rule-aware"] = lambda: clean.with_adj(
             prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
-        graphs = {scenario: make() for scenario, make in graphs.items() if wanted is None or scenario in wanted}
+        graphs = built(graphs, wanted)
         if "default" in chosen:
             rows += [measure(name, scenario, "default", graph, defend(graph.adj), args.seeds)
                      for scenario, graph in graphs.items()]
@@ -192,14 +192,11 @@ def main() -> int:
             anchors[f"{name}, k={k}{', same label' if same_label else ''}"] = {
                 "edges": upper.nnz, "same class": float(np.mean(clean.labels[upper.row] == clean.labels[upper.col]))}
             anchor = cosine_weighted(edges, clean.features, weight) if by_cosine else edges * np.float32(weight)
-            attacked = dict(graphs)
-            if wanted is None or "prbcd-val, anchor-aware" in wanted:
-                attacked["prbcd-val, anchor-aware"] = clean.with_adj(
-                    rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS, avoid=avoid, targets=clean.idx_val,
-                                   anchor=anchor))
-            if wanted is None or "metaself-adaptive, anchor-aware" in wanted:
-                attacked["metaself-adaptive, anchor-aware"] = clean.with_adj(
-                    meta_self_through_defence(clean, 0.2, 0, EPOCHS, defend, avoid, anchor=anchor))
+            attacked = {**graphs, **built({
+                "prbcd-val, anchor-aware": lambda: clean.with_adj(rbcd_perturbed(
+                    clean, budget(clean, rate), 0, EPOCHS, avoid=avoid, targets=clean.idx_val, anchor=anchor)),
+                "metaself-adaptive, anchor-aware": lambda: clean.with_adj(
+                    meta_self_through_defence(clean, 0.2, 0, EPOCHS, defend, avoid, anchor=anchor))}, wanted)}
             rows += [measure(name, scenario, rule, graph, sp.csr_matrix(defend(graph.adj)).maximum(anchor).tocsr(),
                              args.seeds) for scenario, graph in attacked.items()]
     rows = in_earlier_order(rows, earlier["rows"])

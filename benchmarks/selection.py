@@ -110,6 +110,12 @@ def in_earlier_order(rows: list[dict], earlier: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: order.get((r["dataset"], r["rule"], r["scenario"]), len(order)))
 
 
+def built(makers: dict[str, Callable[[], Graph]], wanted: set[str] | None) -> dict[str, Graph]:
+    """The attacked graph of each scenario of ``makers`` (scenario → function making it, in order)
+    that is in ``wanted`` (all when None): only the graphs a partial rerun measures are made."""
+    return {scenario: make() for scenario, make in makers.items() if wanted is None or scenario in wanted}
+
+
 def scenarios(name: str) -> dict[str, Graph]:
     clean = load_graph(name)
     return {"clean": clean, "meta 20%": load_graph(name, "meta", 0.2), "nettack 5": load_graph(name, "nettack", 5.0),

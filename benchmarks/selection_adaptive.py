@@ -41,7 +41,7 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
                                        parse_defence)
 from kces.experiments.models import EPOCHS
-from selection import in_earlier_order, measure, scenarios
+from selection import built, in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -78,7 +78,7 @@ def main() -> int:
                            for attack in ("trainhub", "trainhub-capped")})
         shared["prbcd-val"] = lambda: clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                                     targets=clean.idx_val))
-        shared = {scenario: make() for scenario, make in shared.items() if wanted is None or scenario in wanted}
+        shared = built(shared, wanted)
         for candidate in candidates:
             stages = parse_defence(candidate)
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
@@ -88,8 +88,7 @@ def main() -> int:
                                                                                      else ("votelink-adaptive",))}
             adaptive["prbcd-val, rule-aware"] = lambda: clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
-            attacked = {**shared, **{scenario: make() for scenario, make in adaptive.items()
-                                     if wanted is None or scenario in wanted}}
+            attacked = {**shared, **built(adaptive, wanted)}
             rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
                      for scenario, graph in attacked.items()]
     rows = in_earlier_order(rows, earlier["rows"])

@@ -194,9 +194,10 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     count = budget(graph, rate)
     free = np.flatnonzero(~labelled & (labels >= 0))  # the unlabelled nodes the fillers join
 
-    def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, bool]:
-        """(poisoned adjacency, whether a defence that removes edges judged it) of one run;
-        ``lookalikes``: only targets whose own feature label is the training node's class."""
+    def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+        """(poisoned adjacency, the edges the defence keeps of it, None without a defence that
+        removes edges) of one run; ``lookalikes``: only targets whose own feature label is the
+        training node's class."""
         adj = sp.lil_matrix(graph.adj, dtype=np.float32)
         rng = np.random.default_rng(seed)
         targeted = np.zeros(graph.num_nodes, dtype=bool)  # never targeted again, nor used as a helper
@@ -281,15 +282,15 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
             fill(count - spent - len(fillers))
         out = sp.csr_matrix(adj)
         out.eliminate_zeros()
-        return out, kept is not None
+        return out, kept  # the last round's defence ran on the graph returned
 
-    first, judged = attempt(lookalikes=False)
-    if not judged:
-        return first
-    runs = [first, attempt(lookalikes=True)[0]]
-    accuracy = [_surrogate_accuracy(graph.with_adj(kept_edges(defend, run)), seed, epochs, graph.idx_test, scale,
-                                    anchor) for run in runs]
-    return runs[int(np.argmin(accuracy))]
+    runs = [attempt(lookalikes=False)]
+    if runs[0][1] is None:
+        return runs[0][0]
+    runs.append(attempt(lookalikes=True))
+    accuracy = [_surrogate_accuracy(graph.with_adj(kept), seed, epochs, graph.idx_test, scale, anchor)
+                for _, kept in runs]
+    return runs[int(np.argmin(accuracy))][0]
 
 
 EVASIONS = ("cap", "pad")
