@@ -26,7 +26,8 @@ def edge_difference(adj: sp.spmatrix, other: sp.spmatrix) -> np.ndarray:
     return np.stack([diff.row[keep], diff.col[keep]], axis=1).astype(np.int64)
 
 
-def _default_device(device: Any) -> torch.device:
+def compute_device(device: Any) -> torch.device:
+    """Where the scipy/numpy faces compute: ``device``, else the GPU when there is one, else the CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,7 +77,7 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
     row, col, data, edge_index, weight = _edges_of(adj)
     unweighted = bool(np.all(data == 1))
     result = sanitize(edge_index, _dense_features(features), labels, idx_train, num_nodes=adj.shape[0],
-                      edge_weight=None if unweighted else weight.float(), device=_default_device(device),
+                      edge_weight=None if unweighted else weight.float(), device=compute_device(device),
                       pruning=pruning, complexity=complexity)
     mask = result.edge_mask.cpu().numpy()
     kept = data[mask] if result.edge_weight is None else result.edge_weight.cpu().numpy()
@@ -105,7 +106,7 @@ def anchor_adj(adj: Any, features: Any, *, anchoring: Anchoring | Mapping[str, A
     if features is None:
         raise InputError("anchors need node features; features is None (a featureless graph)")
     result = anchor(edge_index, _dense_features(features), num_nodes=adj.shape[0], edge_weight=weight.double(),
-                    anchoring=anchoring, device=_default_device(device))
+                    anchoring=anchoring, device=compute_device(device))
     out_row, out_col = result.edge_index.cpu().numpy()
     dtype = adj.dtype if np.issubdtype(adj.dtype, np.floating) else np.float32
     return _like(adj, sp.csr_matrix((result.edge_weight.cpu().numpy(), (out_row, out_col)), shape=adj.shape,

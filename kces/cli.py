@@ -239,7 +239,7 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     import scipy.sparse as sp
     import torch
 
-    from .adapters import _default_device, edge_difference, sanitize_adj
+    from .adapters import compute_device, edge_difference, sanitize_adj
     from .anchors import feature_anchors
     from .formats import random_split, read_npz, undirected, write_npz_edges
 
@@ -248,7 +248,7 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     joined = None
     if anchoring is not None:  # first: a featureless file is refused before any work
         ends = feature_anchors(torch.from_numpy(features.toarray()), k=anchoring.k,
-                               device=_default_device(None)).cpu().numpy()
+                               device=compute_device(None)).cpu().numpy()
         joined = sp.csr_matrix((np.full(ends.shape[1], anchoring.weight), (ends[0], ends[1])), shape=graph.shape)
     train = split["idx_train"] if "idx_train" in split else random_split(labels, seed, train_ratio, 0.0)[0]
     sanitized = sp.csr_matrix(sanitize_adj(graph, features, labels, train, pruning=pruning, complexity=complexity))
