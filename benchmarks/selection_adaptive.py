@@ -13,8 +13,8 @@ Citeseer (and featureless Polblogs, without the vote-moving attack and with the 
 hub attacks), test nodes for the record only, in: the four scenarios of ``selection.py`` (clean,
 Metattack 20%, Nettack-5, DICE 20%); Meta-Self 20% and its adaptive version through the
 candidate (``metaself``, ``metaself-adaptive``: no labels but the training nodes'); training-node
-insertions through the candidate, plain and first moving the neighbourhood vote
-(``trainlink-adaptive``, ``votelink-adaptive``, seed 0); and PRBCD aimed at the validation nodes
+insertions through the candidate, plain and first moving the neighbourhood vote (the latter aimed at
+the validation nodes; ``trainlink-adaptive``, ``votelink-adaptive``, seed 0); and PRBCD aimed at the validation nodes
 at the test attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0), against a GCN on the
 clean graph and through the candidate told the pairs it always prunes (as ``prbcd-adaptive``).
 Graphs the adaptive benchmark made are read from its cache (``results/adaptive/cache``), and
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defence, rbcd_perturbed
+from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defence, rbcd_perturbed, vote_links
 from kces.experiments.datasets import load_dataset
 from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
                                        parse_defence)
@@ -84,8 +84,10 @@ def main() -> int:
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
             avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
             adaptive = {attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-                        for attack in ("metaself-adaptive", "trainlink-adaptive") + (() if dataset.featureless
-                                                                                     else ("votelink-adaptive",))}
+                        for attack in ("metaself-adaptive", "trainlink-adaptive")}
+            if not dataset.featureless:  # aimed at the validation nodes, as PRBCD-val
+                adaptive["votelink-adaptive"] = lambda: clean.with_adj(
+                    vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val))
             adaptive["prbcd-val, rule-aware"] = lambda: clean.with_adj(
                 prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
             attacked = {**shared, **built(adaptive, wanted)}

@@ -938,6 +938,29 @@ def test_vote_links_withdraw_what_the_defence_prunes(tiny: Dataset) -> None:
     assert (dense != plain).nnz == 0
 
 
+def test_vote_links_aim_at_test_nodes_where_a_link_weighs_most(tiny: Dataset) -> None:
+    """Every target is a test node (or one of the nodes given); among those that need as few
+    helpers, the one with the least degree plus anchor weight. With features that tell no node
+    apart every node votes for one class, so every target of that class's training nodes needs no
+    helper: anchors on half the test nodes then steer every link to the other half."""
+    from kces.experiments.attacks import vote_links
+
+    graph = dataclasses.replace(tiny.graph, features=sp.csr_matrix(np.ones((tiny.graph.num_nodes, 4))))
+
+    def targets(adj: sp.csr_matrix) -> np.ndarray:
+        inserted = edge_difference(adj, graph.adj)
+        links = inserted[graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]]
+        return np.where(graph.train_mask[links[:, 0]], links[:, 1], links[:, 0])
+
+    heavy = graph.idx_test[::2]
+    anchor = sp.diags(np.isin(np.arange(graph.num_nodes), heavy) * 100.0, format="csr")
+    plain, steered = targets(vote_links(graph, 0.05, 0)), targets(vote_links(graph, 0.05, 0, anchor=anchor))
+    assert plain.size == steered.size >= 5 and np.isin(np.concatenate([plain, steered]), graph.idx_test).all()
+    assert np.isin(plain, heavy).mean() > 0.2 and not np.isin(steered, heavy).any(), np.isin(plain, heavy).mean()
+    aimed = targets(vote_links(graph, 0.05, 0, targets=graph.idx_val))
+    assert aimed.size > 0 and np.isin(aimed, graph.idx_val).all()
+
+
 def _fillers(graph: Graph, adj: sp.csr_matrix) -> np.ndarray:
     """(k, 2) the insertions of ``vote_links`` that are neither a training-node link nor one of its
     helpers (a helper touches a target, which keeps its link)"""

@@ -149,7 +149,7 @@ VOTE_HELPER_POOL = 300
 
 def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
                avoid: PairFilter | None = None, epochs: int = EPOCHS, scale: EdgeScale | None = None,
-               anchor: sp.spmatrix | None = None) -> sp.csr_matrix:
+               anchor: sp.spmatrix | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
     """Training-node insertions that first move the neighbourhood vote: the ``trainlink`` family,
     aimed at KCES's neighbourhood label check (:func:`kces.labels.neighbourhood_scores`; part of
     the default), which labels an unlabelled node u by its feature class scores plus the mean of
@@ -157,16 +157,18 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     label is not c.
 
     The attacker knows every label and the rule. The training nodes take turns (in index order);
-    for each (class c), among :data:`VOTE_SAMPLE` random unlabelled nodes u of another class
-    (seeded) not linked to it and never targeted before, it picks the one that needs the fewest
-    *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first, never a
-    node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph poisoned so
-    far) to become c, inserts those and the training-node edge, and goes on until the budget is
-    spent or a whole round of training nodes finds no such node within what is left. What is
-    left then goes to insertions between two unlabelled nodes of different classes, picked at
-    random (seeded), never a pair in ``avoid`` (the pairs the defence always prunes or
-    down-weights, :func:`~.defences.always_pruned`; None: none): the label check never inspects
-    them.
+    for each (class c), among :data:`VOTE_SAMPLE` random nodes u of ``targets`` (default: the
+    test nodes) of another class (seeded) not linked to it and never targeted before, it picks the
+    one that needs the fewest *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first,
+    never a node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph
+    poisoned so far) to become c, and among those the one whose inserted edges weigh most in its
+    aggregation (the least degree plus weight of the defence's ``anchor`` edges at u), inserts
+    those and the training-node edge, and goes on until the budget is spent or a whole round of
+    training nodes finds no such node within what is left. What is left then goes to insertions
+    between two unlabelled nodes of different classes, picked at random (seeded), never at a
+    target that holds its link (whose vote they could undo) nor a pair in ``avoid`` (the pairs
+    the defence always prunes or down-weights, :func:`~.defences.always_pruned`; None: none): the
+    label check never inspects them.
 
     With ``defend`` (the cell's defence chain, adjacency in → adjacency out) it attacks through the
     defence: for up to :data:`ADAPTIVE_ROUNDS` rounds it runs the defence on its own poisoned graph,
@@ -177,7 +179,7 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     checks feature labels, ``label_source="both"``, accepts), and keeps the run whose defended
     graph leaves a fresh surrogate of its own (a GCN trained for ``epochs`` on what the defence
     keeps, with the weights ``scale`` and the anchors ``anchor`` it gives) less accurate on the
-    test nodes, as :func:`prbcd_through_defence` does (the first on a tie). Against a defence that
+    ``targets``, as :func:`prbcd_through_defence` does (the first on a tie). Against a defence that
     rebuilds the graph (SVD) it is the attack without ``defend``. Exactly ``round(rate · m)``
     insertions; seeded; the input is not modified. Raises ``ValueError`` on a featureless graph
     (no feature label to aim at)."""
@@ -193,6 +195,10 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     feature_label = scores.argmax(1)
     count = budget(graph, rate)
     free = np.flatnonzero(~labelled & (labels >= 0))  # the unlabelled nodes the fillers join
+    anchored = np.zeros(graph.num_nodes) if anchor is None else np.asarray(sp.csr_matrix(anchor).sum(1)).ravel()
+    targets = graph.idx_test if targets is None else np.asarray(targets)
+    aimed = np.zeros(graph.num_nodes, dtype=bool)
+    aimed[targets] = True
 
     def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
         """(poisoned adjacency, the edges the defence keeps of it, None without a defence that
@@ -215,13 +221,13 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
             while spent < left and misses < train.size:  # stop after a round without a link
                 t = int(train[turn % train.size])
                 c, turn = labels[t], turn + 1
-                targets = ~labelled & ~targeted & (labels != c) & (labels >= 0)
-                targets = np.flatnonzero(targets & (feature_label == c) if lookalikes else targets)
-                if targets.size == 0:
+                open_ = aimed & ~targeted & (labels != c)
+                open_ = np.flatnonzero(open_ & (feature_label == c) if lookalikes else open_)
+                if open_.size == 0:
                     misses += 1
                     continue
                 best = None
-                for u in rng.choice(targets, min(VOTE_SAMPLE, targets.size), replace=False).tolist():
+                for u in rng.choice(open_, min(VOTE_SAMPLE, open_.size), replace=False).tolist():
                     if adj[t, u]:
                         continue
                     extra: list[int] = []
@@ -230,13 +236,14 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
                             break
                         if h != u and not targeted[h] and not adj[u, h]:
                             extra.append(h)
-                    if label(u, extra) == c and (best is None or len(extra) < len(best[1])):
-                        best = (u, extra)
+                    key = (len(extra), len(adj.rows[u]) + anchored[u])  # helpers, then what dilutes a link
+                    if label(u, extra) == c and (best is None or key < best[2]):
+                        best = (u, extra, key)
                 if best is None or spent + 1 + len(best[1]) > left:
                     misses += 1
                     continue
                 misses = 0
-                u, extra = best
+                u, extra, _ = best
                 for v in [*extra, t]:
                     adj[u, v] = adj[v, u] = 1
                 targeted[u] = True
@@ -245,12 +252,15 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
             return spent
 
         def fill(left: int) -> None:
-            """Insert ``left`` edges between unlabelled nodes of different classes."""
+            """Insert ``left`` edges between unlabelled nodes of different classes, none at a target
+            that holds its link."""
+            won = np.zeros(graph.num_nodes, dtype=bool)
+            won[[u for _, u in links]] = True
             for _ in range(100):
                 if left == 0:
                     return
                 pairs = np.sort(rng.choice(free, (4 * left + 64, 2)), axis=1)
-                pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+                pairs = pairs[(labels[pairs[:, 0]] != labels[pairs[:, 1]]) & ~won[pairs].any(1)]
                 if avoid is not None:
                     pairs = pairs[~avoid(torch.from_numpy(pairs.T.astype(np.int64))).numpy()]
                 for u, v in pairs.tolist():
@@ -288,7 +298,7 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     if runs[0][1] is None:
         return runs[0][0]
     runs.append(attempt(lookalikes=True))
-    accuracy = [_surrogate_accuracy(graph.with_adj(kept), seed, epochs, graph.idx_test, scale, anchor)
+    accuracy = [_surrogate_accuracy(graph.with_adj(kept), seed, epochs, targets, scale, anchor)
                 for _, kept in runs]
     return runs[int(np.argmin(accuracy))][0]
 
@@ -680,7 +690,7 @@ vote-moving one picks between its two runs by a surrogate that sees the weights 
 
 ATTACK_VERSIONS: dict[str, int] = {
     "dice": 1, "random": 1, "prbcd": 1, "grbcd": 1, "trainlink": 1, "trainhub": 1, "trainhub-capped": 1,
-    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 4, "prbcd-adaptive": 1,
+    "trainhub-padded": 1, "metaself": 1, "trainlink-adaptive": 1, "votelink-adaptive": 5, "prbcd-adaptive": 1,
     "metaself-adaptive": 1}
 """live or adaptive attack → version of the graphs it makes, part of their cache key: raise it with
 every change that alters them, so that no graph an earlier version cached is read as this one's."""
