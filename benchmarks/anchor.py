@@ -22,8 +22,8 @@ GCN accuracy (DeepRobust's recipe, weighted edges honoured, seeds 0..``--seeds``
 *validation* nodes, test nodes for the record only, in the ten scenarios of
 ``selection_adaptive.py``: the four of ``selection.py``, Meta-Self 20%, PRBCD aimed at the
 validation nodes, and the adaptive attacks run against the default (its cached rule-aware
-Meta-Self, training-node insertions and vote-moving insertions, seed 0; PRBCD through the default
-told the pairs it always prunes) — these do *not* know the anchors — and PRBCD that does: its
+Meta-Self and training-node insertions, the vote-moving insertions aimed at the validation nodes,
+seed 0; PRBCD through the default told the pairs it always prunes) — these do *not* know the anchors — and PRBCD that does: its
 surrogate is trained on, and its gradient passes through, the default's graph joined by the
 anchors (``rbcd_perturbed(anchor=…)``), never flipping a pair the default always prunes, and the
 rule-aware Meta-Self whose surrogate sees the anchors
