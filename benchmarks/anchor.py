@@ -21,12 +21,12 @@ The "lsa32" candidate picks the neighbours by the cosine of a rank-32 tf-idf emb
 GCN accuracy (DeepRobust's recipe, weighted edges honoured, seeds 0..``--seeds``-1) on the
 *validation* nodes, test nodes for the record only, in the ten scenarios of
 ``selection_adaptive.py``: the four of ``selection.py``, Meta-Self 20%, PRBCD aimed at the
-validation nodes, and the adaptive attacks run against the default (its cached rule-aware
-Meta-Self and training-node insertions, the vote-moving insertions aimed at the validation nodes,
-seed 0; PRBCD through the default told the pairs it always prunes) — these do *not* know the anchors — and PRBCD that does: its
-surrogate is trained on, and its gradient passes through, the default's graph joined by the
-anchors (``rbcd_perturbed(anchor=…)``), never flipping a pair the default always prunes, and the
-rule-aware Meta-Self whose surrogate sees the anchors
+validation nodes, and the adaptive attacks run against the default (its cached rule-aware Meta-Self
+and training-node insertions, the vote-moving insertions aimed at the validation nodes, seed 0;
+PRBCD through the default told the pairs it always prunes) — these do *not* know the anchors — and
+PRBCD that does: its surrogate is trained on, and its gradient passes through, the default's graph
+joined by the anchors (``rbcd_perturbed(anchor=…)``), never flipping a pair the default always
+prunes, and the rule-aware Meta-Self whose surrogate sees the anchors
 (``meta_self_through_defence(anchor=…)``).
 The "adaptive PRBCD" and "adaptive Meta-Self" columns are the worse of each family's two adaptive
 attacks for the defence. The training-node attacks are the default's graphs: they decide by what
@@ -67,9 +67,11 @@ from selection import built, in_earlier_order, measure, scenarios
 OUT = Path(__file__).parent / "results" / "anchor.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
 CANDIDATES = {"knn10, w=0.5": (10, 0.5, False, False, None), "knn10, w=1": (10, 1.0, False, False, None),
-              "knn20, w=0.25": (20, 0.25, False, False, None), "knn10, same label, w=0.5": (10, 0.5, True, False, None),
+              "knn20, w=0.25": (20, 0.25, False, False, None),
+              "knn10, same label, w=0.5": (10, 0.5, True, False, None),
               "knn5, w=0.5": (5, 0.5, False, False, None), "knn10, w=0.25": (10, 0.25, False, False, None),
-              "knn10, w=0.5 x cosine": (10, 0.5, False, True, None), "knn10 lsa32, w=0.5": (10, 0.5, False, False, 32)}
+              "knn10, w=0.5 x cosine": (10, 0.5, False, True, None),
+              "knn10 lsa32, w=0.5": (10, 0.5, False, False, 32)}
 """name → (feature neighbours per node, the anchors' weight, keep only the neighbours whose feature label
 (:func:`feature_labels`) is the node's own, weight each anchor by its cosine: ``w · cos / mean cos`` over
 the anchors, at most 1 — the same total weight, more of it on the anchors that join two nodes of the

@@ -13,10 +13,11 @@ Citeseer (and featureless Polblogs, without the vote-moving attack and with the 
 hub attacks), test nodes for the record only, in: the four scenarios of ``selection.py`` (clean,
 Metattack 20%, Nettack-5, DICE 20%); Meta-Self 20% and its adaptive version through the
 candidate (``metaself``, ``metaself-adaptive``: no labels but the training nodes'); training-node
-insertions through the candidate, plain and first moving the neighbourhood vote (the latter aimed at
-the validation nodes; ``trainlink-adaptive``, ``votelink-adaptive``, seed 0); and PRBCD aimed at the validation nodes
-at the test attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0), against a GCN on the
-clean graph and through the candidate told the pairs it always prunes (as ``prbcd-adaptive``).
+insertions through the candidate, plain and first moving the neighbourhood vote (the latter aimed
+at the validation nodes; ``trainlink-adaptive``, ``votelink-adaptive``, seed 0); and PRBCD aimed at
+the validation nodes at the test attack's density (``round(0.2·m·|val|/|test|)`` flips, seed 0),
+against a GCN on the clean graph and through the candidate told the pairs it always prunes (as
+``prbcd-adaptive``).
 Graphs the adaptive benchmark made are read from its cache (``results/adaptive/cache``), and
 those made here are left there. The candidate with the highest mean validation accuracy over the
 ten scenarios (eleven on Polblogs) is the one validation prefers; the mean over the adaptive ones is reported

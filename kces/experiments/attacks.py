@@ -221,13 +221,13 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
             while spent < left and misses < train.size:  # stop after a round without a link
                 t = int(train[turn % train.size])
                 c, turn = labels[t], turn + 1
-                open_ = aimed & ~targeted & (labels != c)
-                open_ = np.flatnonzero(open_ & (feature_label == c) if lookalikes else open_)
-                if open_.size == 0:
+                pool = aimed & ~targeted & (labels != c)
+                pool = np.flatnonzero(pool & (feature_label == c) if lookalikes else pool)
+                if pool.size == 0:
                     misses += 1
                     continue
                 best = None
-                for u in rng.choice(open_, min(VOTE_SAMPLE, open_.size), replace=False).tolist():
+                for u in rng.choice(pool, min(VOTE_SAMPLE, pool.size), replace=False).tolist():
                     if adj[t, u]:
                         continue
                     extra: list[int] = []
