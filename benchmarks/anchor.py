@@ -57,12 +57,12 @@ import torch
 
 from kces.anchors import SPARSE_BELOW, anchor_pairs
 from kces.experiments.attacks import (AttackedGraphs, budget, meta_self_through_defence, prbcd_through_defence,
-                                     rbcd_perturbed, vote_links)
+                                     rbcd_perturbed)
 from kces.experiments.datasets import Graph, load_dataset
 from kces.experiments.defences import always_pruned, always_scaled, edge_defence, edge_stages_key, parse_defence
 from kces.experiments.models import EPOCHS
 from kces.labels import feature_class_scores
-from selection import built, in_earlier_order, measure, scenarios
+from selection import aimed_at_validation, built, in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "anchor.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -216,10 +216,7 @@ def main() -> int:
                                                                     targets=clean.idx_val))
         for attack in UNAWARE:
             graphs[attack] = lambda attack=attack: cache.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-        graphs["votelink-adaptive"] = lambda: clean.with_adj(
-            vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val))
-        graphs["prbcd-val, rule-aware"] = lambda: clean.with_adj(
-            prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
+        graphs.update(aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless))
         graphs = built(graphs, wanted)
         if "default" in chosen:
             rows += [measure(name, scenario, "default", graph, defend(graph.adj), args.seeds)

@@ -33,9 +33,9 @@ import scipy.sparse as sp
 import torch
 
 from kces import Pruning, kc_scores, sanitize_adj
-from kces.experiments.attacks import dice_attack, train_hubs, train_links
+from kces.experiments.attacks import dice_attack, prbcd_through_defence, train_hubs, train_links, vote_links
 from kces.experiments.datasets import Graph, load_graph
-from kces.experiments.models import accuracy
+from kces.experiments.models import EPOCHS, accuracy
 from kces.graph import node_mask
 from kces.labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap, training_neighbour_excess
 from kces.prune import candidate_mask, prune_mask
@@ -114,6 +114,20 @@ def built(makers: dict[str, Callable[[], Graph]], wanted: set[str] | None) -> di
     """The attacked graph of each scenario of ``makers`` (scenario → function making it, in order)
     that is in ``wanted`` (all when None): only the graphs a partial rerun measures are made."""
     return {scenario: make() for scenario, make in makers.items() if wanted is None or scenario in wanted}
+
+
+def aimed_at_validation(clean: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
+                        avoid: Callable[[torch.Tensor], torch.Tensor] | None,
+                        scale: Callable[[torch.Tensor], torch.Tensor] | None,
+                        featureless: bool) -> dict[str, Callable[[], Graph]]:
+    """Scenario → function making it: the adaptive attacks made here, not read from the adaptive
+    benchmark's cache, aimed at the validation nodes through ``defend`` (seed 0): the vote-moving
+    insertions at 20% (graphs with features) and PRBCD at ``rate`` told the pairs ``avoid``."""
+    makers = {} if featureless else {"votelink-adaptive": lambda: clean.with_adj(
+        vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val))}
+    makers["prbcd-val, rule-aware"] = lambda: clean.with_adj(
+        prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
+    return makers
 
 
 def scenarios(name: str) -> dict[str, Graph]:

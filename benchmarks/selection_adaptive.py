@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kces.experiments.attacks import AttackedGraphs, budget, prbcd_through_defence, rbcd_perturbed, vote_links
+from kces.experiments.attacks import AttackedGraphs, budget, rbcd_perturbed
 from kces.experiments.datasets import load_dataset
 from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
                                        parse_defence)
 from kces.experiments.models import EPOCHS
-from selection import built, in_earlier_order, measure, scenarios
+from selection import aimed_at_validation, built, in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
@@ -84,13 +84,9 @@ def main() -> int:
             stages = parse_defence(candidate)
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
             avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
-            adaptive = {attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-                        for attack in ("metaself-adaptive", "trainlink-adaptive")}
-            if not dataset.featureless:  # aimed at the validation nodes, as PRBCD-val
-                adaptive["votelink-adaptive"] = lambda: clean.with_adj(
-                    vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val))
-            adaptive["prbcd-val, rule-aware"] = lambda: clean.with_adj(
-                prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
+            adaptive = {**{attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
+                           for attack in ("metaself-adaptive", "trainlink-adaptive")},
+                        **aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless)}
             attacked = {**shared, **built(adaptive, wanted)}
             rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
                      for scenario, graph in attacked.items()]
