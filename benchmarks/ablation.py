@@ -3,14 +3,16 @@
 
 Variants (first-order KC, linear kernel, S = training nodes): ``kces`` (the package default:
 the KC bound and the label check by each unlabelled node's top class, from its features and from
-its neighbourhood vote, both of which must agree); of the rule with graph-free feature labels
+its neighbourhood vote, both of which must agree, and the edges between unlabelled nodes whose
+feature labels disagree at half their weight) and ``kces-both`` (the default before 2026-11-28:
+without that down-weighting); of the rule with graph-free feature labels
 (``kces-features``), ``kces-top10`` (the paper's literal reading: prune the 10% highest-KC
 edges), ``kces-kc-only`` (the KC bound, no label check), ``kces-labels-only`` (the label check,
 no KC bound), ``kces-k2`` (two hops), ``kces-top2`` (an earlier default: an unlabelled node's two
 best feature classes both count as compatible); ``kces-nbr`` (the neighbourhood vote alone, the
 default before) and ``kces-nbr-labels-only`` (its label check, no KC bound); and
-``kces-both-labels-only`` (the default's label check, no KC bound); and the opt-in feature anchors
-(``kces.anchors``) alone (``anchor``: no pruning) and after the default (``kces+anchor``), to
+``kces-both-labels-only`` (``kces-both``'s label check, no KC bound); and the opt-in feature anchors
+(``kces.anchors``) alone (``anchor``: no pruning) and after ``kces-both`` (``kces-both+anchor``), to
 show what the pruning adds to them. Scenarios: clean,
 Metattack 20%, Nettack 5 (its target nodes), DICE 20%, and at 20% three attack families each
 without and with knowledge of the variant (``benchmarks/adaptive.py``): training-node insertions
@@ -21,7 +23,7 @@ runs can be shared through the cache if that ran first: copy ``results/adaptive/
 Results, tables and figures go to ``benchmarks/results/ablation/``; an interrupted run
 continues where it stopped.
 
-    python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3] [--defences anchor,kces+anchor]
+    python benchmarks/ablation.py [--datasets cora,citeseer,polblogs] [--seeds 3] [--defences anchor,kces-both+anchor]
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-nbr", "kces-features", "kces-k2",
-            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor", "kces+anchor"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-both", "kces-nbr", "kces-features", "kces-k2",
+            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor", "kces-both+anchor"]
 
 
 def grids(seeds: int) -> list[dict]:

@@ -1,5 +1,6 @@
 """Test accuracy of a 2-layer GCN and GAT on Cora (Pro-GNN split), clean and Metattack 20%,
-trained with Adam and the ``optim`` optimizers, without and with KCES in front — a front-end
+trained with Adam and the ``optim`` optimizers, without and with KCES in front (``kces-features``,
+the default when this was measured: feature labels alone) — a front-end
 to the ``kces bench`` runner and its one training loop (``kces.experiments.models.fit``).
 
 Protocol: the runner's models and optimizers (``kces.experiments.models``): PyG ``GCN`` and
@@ -66,7 +67,7 @@ def main() -> int:
         tune(args.tune_seeds, args.out)
         return 0
     grid = dict(attacks=["meta"], rates=[0, 0.2], nettack_perturbations=[5])
-    return run_grids(args.out, [grid], datasets=["cora"], defences=["none", "kces"], models=list(MODELS),
+    return run_grids(args.out, [grid], datasets=["cora"], defences=["none", "kces-features"], models=list(MODELS),
                      optimizers=list(OPTIMIZERS), seeds=args.seeds)
 
 

@@ -50,7 +50,8 @@ CANDIDATES = {"disagree, w=0.5": (False, 0.5, 1), "disagree, w=0.25": (False, 0.
 """name → (flag only pairs whose endpoints share no neighbour, the weight a flagged edge keeps,
 how many of its best feature classes an endpoint accepts: 1 flags every pair whose feature labels
 differ, 2 only pairs where neither label is among the other endpoint's two best classes)."""
-DEFAULT = parse_defence("kces")
+DEFAULT = parse_defence("kces-both")
+"""The default when this was measured (``kces-both``: it down-weighted nothing where there are features)."""
 
 
 def flagger(graph: Graph, no_common: bool,

@@ -3,15 +3,17 @@ without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
 nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
-KCES, KCES+Jaccard, the neighbourhood and feature-label variants ``kces-nbr`` and ``kces-features``
-(earlier defaults), ``kces-soft`` (the default that also down-weights the edges between
-unlabelled nodes whose feature labels disagree) and ``kces+anchor`` (the default joined by the
-opt-in feature anchors, ``kces.anchors``; graphs with features); GCN
+KCES (the default), the default before 2026-11-28 (``kces-both``: it prunes as the default does,
+without down-weighting the edges between unlabelled nodes whose feature labels disagree) and that
+rule followed by Jaccard (``kces-both+jaccard``), the neighbourhood and feature-label variants
+``kces-nbr`` and ``kces-features`` (earlier defaults), ``kces-soft`` (``kces-both`` down-weighting
+those edges to 0.25; the default's weight is 0.5) and ``kces-both+anchor`` (``kces-both`` joined by
+the opt-in feature anchors, ``kces.anchors``; graphs with features); GCN
 trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
 
-    python benchmarks/robustness.py [--datasets cora,citeseer,polblogs] [--seeds 5] [--defences kces,kces+anchor]
+    python benchmarks/robustness.py [--datasets cora,citeseer,polblogs] [--seeds 5] [--defences kces,kces-both+anchor]
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces+jaccard", "kces-nbr", "kces-features", "kces-soft", "kces+anchor"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features", "kces-soft",
+            "kces-both+anchor"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]

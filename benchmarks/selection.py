@@ -41,10 +41,10 @@ from kces.labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overl
 from kces.prune import candidate_mask, prune_mask
 
 OUT = Path(__file__).parent / "results" / "selection.json"
-RULES = {"top1 features": Pruning(label_source="features"),
-         "top2 features": Pruning(label_top_k=2, label_source="features"),
-         "top1 neighbourhood": Pruning(label_source="neighbourhood"),
-         "top2 neighbourhood": Pruning(label_source="neighbourhood", label_top_k=2)}
+RULES = {"top1 features": Pruning(label_source="features", unlabelled_weight=1.0),
+         "top2 features": Pruning(label_top_k=2, label_source="features", unlabelled_weight=1.0),
+         "top1 neighbourhood": Pruning(label_source="neighbourhood", unlabelled_weight=1.0),
+         "top2 neighbourhood": Pruning(label_source="neighbourhood", label_top_k=2, unlabelled_weight=1.0)}
 
 
 def featureless_rule(disagreement: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]

@@ -3,10 +3,11 @@
 ``selection.py`` chose the label check under attacks that do not know it, and preferred feature
 labels by 0.2 points. Here three label sources — graph-free feature labels (``kces-features``),
 neighbourhood-voted labels (``kces-nbr``: own feature class scores plus the mean of the
-unlabelled neighbours') and both at once (``kces``, the default since this measurement: an edge
-goes when either disagrees), the default that also down-weights the edges between unlabelled
+unlabelled neighbours') and both at once (``kces-both``, the default from this measurement: an
+edge goes when either disagrees), that rule also down-weighting the edges between unlabelled
 nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only;
-and at half the weight, ``kces-soft-half``, added later still: not adopted) — and
+and at half the weight, ``kces-soft-half``, added later still: the default on graphs with features
+since 2026-11-28) — and
 no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
 Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
@@ -24,7 +25,7 @@ ten scenarios (eleven on Polblogs) is the one validation prefers; the mean over 
 beside it. About 20 minutes per dataset on one core with the cache, 30 without. Writes
 ``results/selection_adaptive.json``.
 
-    python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3] [--candidates none,kces,...]
+    python benchmarks/selection_adaptive.py [--datasets cora,citeseer] [--seeds 3] [--candidates none,kces-both,...]
                                             [--scenarios "votelink-adaptive;clean"]
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ from selection import aimed_at_validation, built, in_earlier_order, measure, sce
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces-nbr", "kces", "kces-soft", "kces-soft-half")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces-both", "kces-soft", "kces-soft-half")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 

@@ -68,7 +68,7 @@ def sanitize_adj(adj: Any, features: Any, labels: Any, idx_train: Any, *,
     """KCES on a DeepRobust-style adjacency: returns a new symmetric adjacency without the
     pruned edges, of the input's kind (scipy sparse → CSR of the same dtype; numpy dense →
     numpy; a scipy sparse *array* gives a ``csr_array``); a rule that re-weights (an
-    ``unlabelled_weight`` below 1: the default's on featureless graphs) gives the kept edges their
+    ``unlabelled_weight`` below 1, as the default's) gives the kept edges their
     new weights (float32 for an integer input). ``features`` (n, d) scipy/numpy/torch
     or None (identity); ``labels`` (n,); ``idx_train`` training node indices or a bool mask;
     ``pruning``/``complexity`` as :func:`kces.sanitize`. Dense Gram work runs on CUDA when

@@ -60,6 +60,10 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
     cmd.add_argument("--ratio", type=float,
                      help="prune exactly this share of the edges, the most suspicious first "
                      "(default: the measured rule)")
+    cmd.add_argument("--unlabelled-weight", type=float,
+                     help="the weight kept by an edge between two unlabelled nodes whose graph-free labels disagree: "
+                     "1 leaves them (a 0/1 graph stays 0/1), 0 prunes them (default: 0.5 with node features, "
+                     "0.25 without)")
     cmd.add_argument("--k", type=int, default=1, help="propagation hops of the kernel (default 1)")
     cmd.add_argument("--train-ratio", type=float, default=0.1,
                      help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")
@@ -156,7 +160,8 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail("--anchor-k and --anchor-weight need --anchors")
     from .options import Anchoring, Complexity, Pruning
 
-    pruning, complexity = Pruning(ratio=args.ratio), Complexity(k=args.k)
+    weight = "auto" if args.unlabelled_weight is None else args.unlabelled_weight
+    pruning, complexity = Pruning(ratio=args.ratio, unlabelled_weight=weight), Complexity(k=args.k)
     anchoring = None
     if args.anchors:
         given = {"k": args.anchor_k, "weight": args.anchor_weight}
@@ -228,8 +233,8 @@ def sanitize_npz(src: Path, dst: Path, seed: int, train_ratio: float, pruning: P
     """KCES on a Nettack-layout ``.npz``; writes ``dst`` with every other array kept byte for byte.
 
     A directed input is scored as its undirected version; a pruned edge {i, j} loses both
-    (i, j) and (j, i), a re-weighted one (a rule with an ``unlabelled_weight`` below 1; the
-    default's on featureless graphs) has both multiplied by the factor; self-loops, weights and
+    (i, j) and (j, i), a re-weighted one (a rule with an ``unlabelled_weight`` below 1, as the
+    default) has both multiplied by the factor; self-loops, weights and
     order of the kept entries stay otherwise. With ``anchoring`` the feature anchors
     (:mod:`kces.anchors`) are then joined to both directions, as :func:`kces.anchor_adj` joins
     them: an entry at an anchor keeps the larger of its weight and the anchor weight, a missing

@@ -23,8 +23,8 @@ class Sanitized:
     """Result of :func:`sanitize`. ``edge_index`` (2, E') kept columns of the input;
     ``edge_mask`` (E,) True where a column was kept; ``scores`` (E,) its edge's KC score;
     ``edge_weight`` (E',) the kept columns' weights (the input's, 1 without, times what the rule
-    leaves them) when the rule re-weights (an ``unlabelled_weight`` below 1: the default's on
-    featureless graphs), else None."""
+    leaves them) when the rule re-weights (an ``unlabelled_weight`` below 1, as the default's),
+    else None."""
 
     edge_index: Tensor
     edge_mask: Tensor

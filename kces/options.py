@@ -129,10 +129,10 @@ class Pruning(_Options):
             an edge between two non-candidate nodes whose graph-free labels disagree (feature
             labels; on a featureless graph the overlap check): 1 leaves them alone, 0 prunes them,
             in between the output carries edge weights (:attr:`kces.Sanitized.edge_weight`).
-            ``"auto"``: :data:`kces.prune.AUTO_UNLABELLED_WEIGHT` on featureless graphs, 1 on
-            graphs with features (chosen on validation nodes under attacks that know the rule,
-            README; 0.25 everywhere is the ``kces-soft`` variant of the benchmark). A number below
-            1 needs the label check; without it ``"auto"`` is 1.
+            ``"auto"``: :data:`kces.prune.AUTO_UNLABELLED_WEIGHT`, 0.5 on graphs with features and
+            0.25 on featureless graphs (chosen on validation nodes under attacks that know the
+            rule, README; 1 was the default on graphs with features until 2026-11-28). A number
+            below 1 needs the label check; without it ``"auto"`` is 1.
     """
 
     ratio: float | None = None

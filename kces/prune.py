@@ -13,10 +13,11 @@ labels say anything, and prunes a candidate when
    excess of training neighbours of that class, see :func:`kces.labels.training_neighbour_excess`), or
 2. its KC score exceeds twice the mean absolute KC score of all edges (scale-free; needs
    no attack budget).
-On a featureless graph it also keeps the edges between two unlabelled nodes that share few of
-their other neighbours at :data:`AUTO_UNLABELLED_WEIGHT` of their weight
-(``unlabelled_weight="auto"``; chosen on validation nodes under attacks that know the rule,
-which move to those edges): the output then carries edge weights.
+It also keeps the edges between two unlabelled nodes whose graph-free labels disagree (feature
+labels; on a featureless graph: they share few of their other neighbours) at
+:data:`AUTO_UNLABELLED_WEIGHT` of their weight (``unlabelled_weight="auto"``; chosen on
+validation nodes under attacks that know the rule, which move to those edges): the output then
+carries edge weights.
 ``ratio=r`` prunes exactly ``round(r·m)`` edges ranked by that evidence (1. first, then the
 other candidates, each by descending KC, then the other edges); ``threshold=t`` exactly the
 edges whose KC exceeds ``t``; ``threshold=None`` only 1. Ties are broken by edge order (stable).
@@ -31,11 +32,11 @@ from .options import Pruning
 
 AUTO_THRESHOLD_SCALE = 2.0
 """``threshold="auto"`` prunes candidates with KC above this multiple of the mean |KC|."""
-AUTO_UNLABELLED_WEIGHT = 0.25
-"""``unlabelled_weight="auto"`` on a featureless graph: the weight kept by an edge between two
-unlabelled nodes that the overlap check flags (chosen on Polblogs' validation nodes under attacks
-that know the rule, ``benchmarks/selection_adaptive.py``; with features validation split between
-Cora and Citeseer, and there it is 1: off)."""
+AUTO_UNLABELLED_WEIGHT = {"features": 0.5, "featureless": 0.25}
+"""``unlabelled_weight="auto"``: the weight kept by an edge between two unlabelled nodes whose
+feature labels disagree (``"features"``) or, on a featureless graph, that the overlap check flags
+(``"featureless"``); each chosen on validation nodes under attacks that know the rule
+(``benchmarks/selection_adaptive.py``: Cora and Citeseer; Polblogs)."""
 
 
 def unlabelled_weight(rule: Pruning, featureless: bool) -> float:
@@ -45,7 +46,7 @@ def unlabelled_weight(rule: Pruning, featureless: bool) -> float:
     if not rule.label_check:
         return 1.0
     if rule.unlabelled_weight == "auto":
-        return AUTO_UNLABELLED_WEIGHT if featureless else 1.0
+        return AUTO_UNLABELLED_WEIGHT["featureless" if featureless else "features"]
     return rule.unlabelled_weight
 
 

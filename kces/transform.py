@@ -22,7 +22,7 @@ class KCES(BaseTransform):
     ``data.edge_weight``. Returns a new ``Data``: every edge-level attribute
     (``edge_attr``, ``edge_weight``, ...) follows the kept edges, everything else is
     untouched; the input is never modified. A rule that re-weights (an ``unlabelled_weight``
-    below 1; the default does on featureless graphs) sets ``edge_weight`` (E',) on the output (the
+    below 1, as the default) sets ``edge_weight`` (E',) on the output (the
     input's times the new weights): pass it to the model (``GCNConv(x, edge_index, edge_weight)``). A
     graph whose ``mask_attr`` selects no node (PyG
     applies transforms before a split exists, e.g. ``Planetoid(split="random")``) passes

@@ -104,7 +104,8 @@ def test_skip_reasons(tiny: Dataset, tmp_path: Path) -> None:
 def test_edge_stages(tiny: Dataset) -> None:
     graph = tiny.graph
     chained = apply_edge_stages(("kces", "jaccard", "svd"), graph, seed=0, svd_rank=5)
-    assert chained.pruned.nnz < graph.adj.nnz and set(np.unique(chained.pruned.data)) == {1.0}
+    # the default's weights (half on the edges between unlabelled nodes it flags), after Jaccard's pruning
+    assert chained.pruned.nnz < graph.adj.nnz and set(np.unique(chained.pruned.data)) == {0.5, 1.0}
     assert np.linalg.matrix_rank(chained.adj.toarray(), tol=1e-4) <= 5 and chained.seconds > 0
     kces_only = apply_edge_stages(("kces",), graph, seed=0)
     assert edge_difference(kces_only.adj, graph.adj).size == 0 and (kces_only.adj is kces_only.pruned or
@@ -347,9 +348,11 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
         monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(unlabelled_weight=weight), Complexity()))
         assert (key(("kces",)) == "kces-0ebe82c5") == (weight == 1.0) and key(("kces",)) != before
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
-    monkeypatch.setattr(defences, "AUTO_UNLABELLED_WEIGHT", 0.5)
-    assert key(("kces",)) != before
-    monkeypatch.setattr(defences, "AUTO_UNLABELLED_WEIGHT", 0.25)
+    for graphs in ("features", "featureless"):
+        monkeypatch.setitem(defences.AUTO_UNLABELLED_WEIGHT, graphs, 0.75)
+        assert key(("kces",)) != before
+        monkeypatch.undo()
+    assert key(("kces",)) == before
     monkeypatch.setattr(defences, "MIN_NEIGHBOURHOOD_OVERLAP", 0.5)
     overlap_changed = key(("kces",))
     monkeypatch.setattr(defences, "EXCESS_Z", 3.0)
@@ -656,7 +659,7 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     absent = np.asarray(graph.adj[rows, cols]).ravel() == 0
     pairs = torch.from_numpy(np.stack([rows[absent], cols[absent]]))
     at_training = torch.from_numpy(graph.train_mask[rows[absent]] | graph.train_mask[cols[absent]])
-    for stages in [("kces",), ("kces-nbr",), ("kces-features",), ("jaccard",), ("kces", "jaccard")]:
+    for stages in [("kces",), ("kces-both",), ("kces-nbr",), ("kces-features",), ("jaccard",), ("kces", "jaccard")]:
         flagged = always_pruned(stages, graph)(pairs)
         if stages == ("kces", "jaccard"):
             flagged &= at_training
@@ -665,11 +668,14 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
         inserted = graph.adj + sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32),
                                               (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
-        assert np.asarray(kept[u, v]).ravel().sum() == 0
-    # neighbourhood labels come from the graph's neighbourhoods, not from the features alone; the default reads both
+        # the default down-weights the flagged pairs of two unlabelled nodes to half, prunes the rest
+        assert np.asarray(kept[u, v]).max() == (0.5 if stages == ("kces",) else 0.0)
+    # neighbourhood labels come from the graph's neighbourhoods, not from the features alone; kces-both reads both
     by_features, by_votes = (always_pruned((stage,), graph)(pairs) for stage in ("kces-features", "kces-nbr"))
     assert not torch.equal(by_votes, by_features)
-    assert torch.equal(always_pruned(("kces",), graph)(pairs), by_votes | by_features)  # the default: either
+    assert torch.equal(always_pruned(("kces-both",), graph)(pairs), by_votes | by_features)  # either
+    unlabelled = ~at_training & always_pruned(("kces-soft-half",), graph)(pairs)
+    assert torch.equal(always_pruned(("kces",), graph)(pairs), by_votes | by_features | unlabelled)
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)

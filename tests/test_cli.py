@@ -45,7 +45,7 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
     sanitized = tmp_path / "sanitized.npz"
     assert main(["sanitize", str(tiny), str(sanitized)]) == 0
     message = capsys.readouterr().out
-    assert "undirected edges" in message and "re-weighted" not in message  # with features the default only prunes
+    assert "undirected edges" in message and "pruned" in message and "re-weighted" in message
     with np.load(tiny) as before, np.load(sanitized) as after:
         assert set(before.files) == set(after.files)
         for key in before.files:
@@ -54,6 +54,7 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
         kept, full = (sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
                       for f in (after, before))
     assert 0 < kept.nnz < full.nnz and (kept != kept.T).nnz == 0 and (kept - full).max() <= 0
+    assert set(np.unique(kept.data)) == {0.5, 1.0}  # the default down-weights to half, with features too
 
     out = tmp_path / "run"
     code = bench(tiny, out, "--attacks", "dice,random", "--rates", "0,0.1",
@@ -416,10 +417,11 @@ def test_sanitize_with_anchors_is_anchor_adj_after_sanitize_adj(tiny: Path, tmp_
     expected = sp.csr_matrix(anchor_adj(sanitized, features, anchoring=Anchoring(k=4, weight=0.25), device="cpu"))
     written = _written_adj(out)
     assert written.dtype == np.float32 and abs(written - expected).max() == 0 and written.nnz == expected.nnz
-    assert set(np.unique(written.data).tolist()) == {0.25, 1.0}
+    assert set(np.unique(written.data).tolist()) == {0.25, 0.5, 1.0}  # anchors, down-weighted edges, the rest
     added = int((sp.triu(written, k=1).data == 0.25).sum())
-    pruned = (adj.nnz - sanitized.nnz) // 2
-    assert added > 0 and f"({pruned} pruned, {added} anchors added)" in capsys.readouterr().out
+    pruned, reweighted = (adj.nnz - sanitized.nnz) // 2, int((sp.triu(sanitized, k=1).data < 1).sum())
+    assert added > 0 and reweighted > 0
+    assert f"({pruned} pruned, {reweighted} re-weighted, {added} anchors added)" in capsys.readouterr().out
     with zipfile.ZipFile(tiny) as before, zipfile.ZipFile(out) as after:
         assert before.namelist() == after.namelist()
         for name in before.namelist():
@@ -443,8 +445,8 @@ def test_sanitize_with_anchors_on_a_directed_integer_file(tiny: Path, tmp_path: 
     source, out = tmp_path / "directed.npz", tmp_path / "out.npz"
     np.savez(source, **arrays)
     plain = tmp_path / "plain.npz"
-    assert main(["sanitize", str(source), str(plain)]) == 0
-    assert main(["sanitize", str(source), str(out), "--anchors"]) == 0
+    assert main(["sanitize", str(source), str(plain), "--unlabelled-weight", "1"]) == 0  # prune only
+    assert main(["sanitize", str(source), str(out), "--unlabelled-weight", "1", "--anchors"]) == 0
     kept, written = _written_adj(plain), _written_adj(out)
     assert written.dtype == np.float32 and kept.dtype == np.int32
     _, features, _, _ = read_npz(source)
@@ -493,3 +495,24 @@ def test_sanitize_refuses_bad_anchors(tmp_path: Path, capsys, options: list[str]
         main(["sanitize", str(source), str(tmp_path / "out.npz"), *[o for o in options if o != "featureless"]])
     assert exit_.value.code == 2 and message in _one_line_error(capsys, "sanitize")
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_sanitize_unlabelled_weight_1_only_prunes_and_a_bad_one_is_refused(tiny: Path, tmp_path: Path,
+                                                                            capsys) -> None:
+    """``--unlabelled-weight 1`` writes the 0/1 graph ``sanitize_adj`` gives with that weight (the
+    default's pruning, no down-weighting); a weight outside [0, 1] is a usage error naming it."""
+    from kces import sanitize_adj
+    from kces.formats import random_split, read_npz
+
+    out = tmp_path / "pruned.npz"
+    assert main(["sanitize", str(tiny), str(out), "--unlabelled-weight", "1"]) == 0
+    assert "re-weighted" not in capsys.readouterr().out
+    adj, features, labels, _ = read_npz(tiny)
+    expected = sp.csr_matrix(sanitize_adj(adj, features, labels, random_split(labels, 0, 0.1, 0.0)[0],
+                                          pruning=dict(unlabelled_weight=1.0), device="cpu"))
+    written = _written_adj(out)
+    assert set(np.unique(written.data)) == {1.0} and written.nnz < adj.nnz and (written != expected).nnz == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(tiny), str(tmp_path / "bad.npz"), "--unlabelled-weight", "1.5"])
+    assert exit_.value.code == 2 and "unlabelled_weight must be a number in [0, 1]" in _one_line_error(capsys, "sanitize")
+    assert not (tmp_path / "bad.npz").exists()

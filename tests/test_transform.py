@@ -126,8 +126,12 @@ def test_transform_keeps_other_attributes_and_aligns_edge_attributes():
     assert out.edge_attr.shape == (e_out, 2) and out.edge_weight.shape == (e_out,) and out.edge_type.shape == (e_out,)
     before = {tuple(p): (a.tolist(), float(w), int(t)) for p, a, w, t in
               zip(data.edge_index.T.tolist(), data.edge_attr, data.edge_weight, data.edge_type)}
+    halved = 0
     for p, a, w, t in zip(out.edge_index.T.tolist(), out.edge_attr, out.edge_weight, out.edge_type):
-        assert before[tuple(p)] == (a.tolist(), float(w), int(t))
+        attr, weight, kind = before[tuple(p)]
+        assert (a.tolist(), int(t)) == (attr, kind) and float(w) in (weight, 0.5 * weight)
+        halved += float(w) != weight
+    assert halved > 0  # the default halves the edges between unlabelled nodes whose feature labels disagree
     # still undirected, with symmetric weights
     assert is_undirected(out.edge_index, out.edge_weight, num_nodes=N)
     assert is_undirected(out.edge_index, num_nodes=N)
@@ -355,12 +359,15 @@ def test_sanitize_adj_weighted_and_dense():
     idx_train = data.train_mask.nonzero().view(-1).numpy()
     out = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx_train, device="cpu")
     kept = out.tocoo()
-    assert np.array_equal(np.asarray(adj[kept.row, kept.col]).ravel(), kept.data)  # weights kept
+    factor = kept.data / np.asarray(adj[kept.row, kept.col]).ravel()
+    assert set(np.unique(factor)) == {0.5, 1.0}  # weights kept, halved where the default down-weights
     coo = adj.tocoo()
     ei = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     result = kces.sanitize(ei, data.x, data.y, torch.from_numpy(idx_train),
                            edge_weight=torch.from_numpy(coo.data.astype(np.float32)))
     assert removed_pairs(adj, out) == undirected_set(ei[:, ~result.edge_mask])
+    rows, cols = ei[:, result.edge_mask].numpy()
+    np.testing.assert_allclose(out[rows, cols].A1, result.edge_weight.numpy(), rtol=1e-6)  # the core's weights
     # dense numpy in, dense numpy out, same edges and dtype
     dense = adj.toarray()
     dense_copy = dense.copy()
@@ -396,7 +403,10 @@ def test_sanitize_networkx():
     assert list(out.nodes) == list(graph.nodes)
     assert out.graph == {"title": "planted"}
     assert all(out.nodes[v] == graph.nodes[v] for v in graph.nodes)
-    assert all(out.edges[u, v] == graph.edges[u, v] for u, v in out.edges)
+    # edge attributes kept; the edges the default down-weights get weight 0.5 (1 without one)
+    assert all(out.edges[u, v] == {**graph.edges[u, v], **({"weight": 0.5} if "weight" in out.edges[u, v] else {})}
+               for u, v in out.edges)
+    assert {out.edges[e].get("weight", 1.0) for e in out.edges} == {0.5, 1.0}
     removed = {tuple(sorted((graph.nodes[u]["index"], graph.nodes[v]["index"])))
                for u, v in graph.edges if not out.has_edge(u, v)}
     assert set(planted) <= removed and len(removed) < graph.number_of_edges() / 2
@@ -525,7 +535,7 @@ def test_unlabelled_weight_against_a_reference(weight):
     flagged = unlabelled_disagreement_reference(data)
     assert 0 < int(flagged.sum()) < flagged.numel() / 2
     args = (data.edge_index, data.x, data.y, data.train_mask)
-    plain = kces.sanitize(*args, edge_weight=data.edge_weight)
+    plain = kces.sanitize(*args, edge_weight=data.edge_weight, pruning=dict(unlabelled_weight=1.0))
     assert plain.edge_weight is None
     result = kces.sanitize(*args, edge_weight=data.edge_weight, pruning=dict(unlabelled_weight=weight))
     assert torch.equal(result.edge_mask, plain.edge_mask & (~flagged if weight == 0 else True))
@@ -550,7 +560,8 @@ def test_unlabelled_weight_through_the_faces():
     adj = sp.csr_matrix((np.ones(data.edge_index.shape[1]), data.edge_index.numpy()), shape=(N, N))
     idx = data.train_mask.nonzero().view(-1).numpy()
     sanitized = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx, pruning=pruning, device="cpu")
-    plain = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx, device="cpu")
+    plain = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx, pruning=dict(unlabelled_weight=1.0),
+                              device="cpu")
     u, v = data.edge_index.numpy()
     expected = np.where(flagged.numpy(), 0.25, 1.0) * np.asarray(plain[u, v]).ravel()
     np.testing.assert_allclose(np.asarray(sanitized[u, v]).ravel(), expected, rtol=1e-6)
@@ -586,17 +597,18 @@ def test_unlabelled_weight_on_a_featureless_graph_follows_the_structural_check()
     torch.testing.assert_close(result.edge_weight, torch.where(flagged, 0.5, 1.0)[result.edge_mask])
 
 
-def test_unlabelled_weight_auto_is_on_for_featureless_graphs_only():
+def test_unlabelled_weight_auto_is_half_with_features_and_a_quarter_without():
     from kces.prune import AUTO_UNLABELLED_WEIGHT
 
+    assert AUTO_UNLABELLED_WEIGHT == {"features": 0.5, "featureless": 0.25}
     data = noisy_problem()
     args = (data.edge_index, data.y, data.train_mask)
-    featureless = kces.sanitize(args[0], None, *args[1:])
-    explicit = kces.sanitize(args[0], None, *args[1:], pruning=dict(unlabelled_weight=AUTO_UNLABELLED_WEIGHT))
-    assert featureless.edge_weight is not None and (featureless.edge_weight < 1).any()
-    assert torch.equal(featureless.edge_mask, explicit.edge_mask)
-    assert torch.equal(featureless.edge_weight, explicit.edge_weight)
-    assert kces.sanitize(args[0], data.x, *args[1:]).edge_weight is None
+    for x, weight in ((None, 0.25), (data.x, 0.5)):
+        auto = kces.sanitize(args[0], x, *args[1:])
+        explicit = kces.sanitize(args[0], x, *args[1:], pruning=dict(unlabelled_weight=weight))
+        assert set(auto.edge_weight.tolist()) == {weight, 1.0}
+        assert torch.equal(auto.edge_mask, explicit.edge_mask) and torch.equal(auto.edge_weight, explicit.edge_weight)
+    assert kces.sanitize(args[0], data.x, *args[1:], pruning=dict(label_check=False)).edge_weight is None
     assert kces.sanitize(args[0], None, *args[1:], pruning=dict(label_check=False)).edge_weight is None
     assert repr(kces.Pruning(unlabelled_weight=0.25)) == "Pruning(unlabelled_weight=0.25)"
 

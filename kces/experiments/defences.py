@@ -40,6 +40,7 @@ from .names import DEFENCES, MODEL_DEFENCES, SVD_RANK
 
 KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces": (Pruning(), Complexity()),
+    "kces-both": (Pruning(label_source="both", unlabelled_weight=1.0), Complexity()),
     "kces-nbr": (Pruning(label_source="neighbourhood", unlabelled_weight=1.0), Complexity()),
     "kces-features": (Pruning(label_source="features", unlabelled_weight=1.0), Complexity()),
     "kces-top10": (Pruning(ratio=0.1, label_check=False, candidates="all", label_source="features",
@@ -54,19 +55,20 @@ KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces-soft": (Pruning(label_source="both", unlabelled_weight=0.25), Complexity()),
     "kces-soft-half": (Pruning(label_source="both", unlabelled_weight=0.5), Complexity()),
 }
-"""The package default (both label sources) and the variants of the benchmarks: the rule with
-neighbourhood-voted labels alone (``kces-nbr``, the default until the vote-moving attack) and with
-feature labels alone (``kces-features``, the default before that; both chosen against on
-validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's variants of the
-feature-label rule (the paper's literal reading: the 10% highest-KC edges; the KC bound without
-the label check; the label check without the KC bound; two hops; the label check that accepted an
-unlabelled node's two best feature classes), and the label checks of the neighbourhood rule and of
-the default without the KC bound; the default that also down-weights (to 0.25, chosen on
-validation nodes, ``benchmarks/reweight.py``) the edges between unlabelled nodes whose feature
-labels disagree (``kces-soft``; the default does so on featureless graphs only), and the same at
-half the weight (``kces-soft-half``, measured on validation nodes and not adopted). Their settings
-are spelled out, so that their keys
-(:func:`edge_stages_key`) do not move with the package default."""
+"""The package default (both label sources; edges between unlabelled nodes whose graph-free
+labels disagree down-weighted, :data:`kces.prune.AUTO_UNLABELLED_WEIGHT`) and the variants of the
+benchmarks: the default before 2026-11-28 (``kces-both``: no down-weighting where there are
+features), the rule with neighbourhood-voted labels alone (``kces-nbr``, the default until the
+vote-moving attack) and with feature labels alone (``kces-features``, the default before that;
+both chosen against on validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's
+variants of the feature-label rule (the paper's literal reading: the 10% highest-KC edges; the KC
+bound without the label check; the label check without the KC bound; two hops; the label check
+that accepted an unlabelled node's two best feature classes), and the label checks of the
+neighbourhood rule and of ``kces-both`` without the KC bound; ``kces-both`` down-weighting those
+edges to 0.25 (``kces-soft``, chosen on validation nodes by ``benchmarks/reweight.py``, then
+against by ``benchmarks/selection_adaptive.py``) and to 0.5 (``kces-soft-half``: the default on
+graphs with features). Their settings are spelled out, so that their keys (:func:`edge_stages_key`)
+do not move with the package default."""
 ANCHORING = Anchoring(k=10, weight=0.5)
 """The ``anchor`` stage's settings, spelled out so that its key (:func:`edge_stages_key`) does not
 move with the package default."""
@@ -172,7 +174,7 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}, "anchor": asdict(ANCHORING)}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
-    auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT)}  # a constant only "auto" reads
+    auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT["featureless"], AUTO_UNLABELLED_WEIGHT["features"])}
 
     def fields_of(group: Pruning | Complexity) -> list[tuple[str, object]]:
         return sorted((field, auto[field] if value == "auto" and field in auto else value)
