@@ -36,8 +36,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-both", "kces-nbr", "kces-features", "kces-k2",
-            "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor", "kces-both+anchor"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-both", "kces-nbr", "kces-features",
+            "kces-k2", "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor", "kces-both+anchor"]
 
 
 def grids(seeds: int) -> list[dict]:

@@ -22,13 +22,13 @@ and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RG
 stage to query, so their adaptive attack is the non-adaptive one. Against ``kces-both+anchor``
 (the default before 2026-11-28, ``kces-both``, joined by the opt-in feature anchors) the adaptive
 attacks run ``kces-both`` in their loop and the PRBCD and Meta-Self surrogates see the anchors
-(graph-free, given to the attacker). A
-fourth family is rule-aware by construction and has no adaptive version: ``trainhub``, insertions from the training nodes to
-the best-connected nodes of other classes (``kces.experiments.attacks.train_hubs``), which share
-neighbours with each other and so pass a check that trusts shared neighbours; and two versions
-that keep every node's training neighbours under the bound of KCES's excess check:
-``trainhub-capped`` skips a node at the bound, ``trainhub-padded`` first links it to unlabelled
-nodes of the attacking class to make room.
+(graph-free, given to the attacker). A fourth family is rule-aware by construction and has no
+adaptive version: ``trainhub``, insertions from the training nodes to the best-connected nodes of
+other classes (``kces.experiments.attacks.train_hubs``), which share neighbours with each other
+and so pass a check that trusts shared neighbours; and two versions that keep every node's
+training neighbours under the bound of KCES's excess check: ``trainhub-capped`` skips a node at
+the bound, ``trainhub-padded`` first links it to unlabelled nodes of the attacking class to make
+room.
 Results, tables (with the adaptive − non-adaptive difference per defence) and figures go to
 ``benchmarks/results/adaptive/``; an interrupted run continues where it stopped.
 
@@ -47,8 +47,8 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features", "kces-soft",
-            "kces-both+anchor"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features",
+            "kces-soft", "kces-both+anchor"]
 
 
 def main() -> int:

@@ -26,8 +26,8 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features", "kces-soft",
-            "kces-both+anchor"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features",
+            "kces-soft", "kces-both+anchor"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]

@@ -514,5 +514,6 @@ def test_sanitize_unlabelled_weight_1_only_prunes_and_a_bad_one_is_refused(tiny:
     assert set(np.unique(written.data)) == {1.0} and written.nnz < adj.nnz and (written != expected).nnz == 0
     with pytest.raises(SystemExit) as exit_:
         main(["sanitize", str(tiny), str(tmp_path / "bad.npz"), "--unlabelled-weight", "1.5"])
-    assert exit_.value.code == 2 and "unlabelled_weight must be a number in [0, 1]" in _one_line_error(capsys, "sanitize")
+    message = _one_line_error(capsys, "sanitize")
+    assert exit_.value.code == 2 and "unlabelled_weight must be a number in [0, 1]" in message
     assert not (tmp_path / "bad.npz").exists()

@@ -14,9 +14,9 @@ SEEDLESS = ("trainhub", "trainhub-capped", "trainhub-padded", "metaself", "metas
 """Deterministic live attacks: one attacked graph per (dataset, rate[, defence]) shared by every
 seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop with seed 0)."""
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
-EDGE_STAGES = ("kces", "kces-both", "kces-nbr", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only", "kces-k2",
-               "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "kces-soft", "kces-soft-half", "jaccard",
-               "svd", "anchor")
+EDGE_STAGES = ("kces", "kces-both", "kces-nbr", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only",
+               "kces-k2", "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "kces-soft", "kces-soft-half",
+               "jaccard", "svd", "anchor")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")
