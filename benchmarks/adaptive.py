@@ -22,7 +22,7 @@ and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RG
 stage to query, so their adaptive attack is the non-adaptive one. Against ``kces-both+anchor``
 (the default before 2026-11-28, ``kces-both``, joined by the opt-in feature anchors) the adaptive
 attacks run ``kces-both`` in their loop and the PRBCD and Meta-Self surrogates see the anchors
-(graph-free, given to the attacker). A fourth family is rule-aware by construction and has no
+(graph-free, given to the attacker); likewise against ``kces+anchor``, the default joined by them. A fourth family is rule-aware by construction and has no
 adaptive version: ``trainhub``, insertions from the training nodes to the best-connected nodes of
 other classes (``kces.experiments.attacks.train_hubs``), which share neighbours with each other
 and so pass a check that trusts shared neighbours; and two versions that keep every node's
@@ -48,7 +48,7 @@ from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
 DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features",
-            "kces-soft", "kces-both+anchor"]
+            "kces-soft", "kces-both+anchor", "kces+anchor"]
 
 
 def main() -> int:

@@ -7,8 +7,9 @@ KCES (the default), the default before 2026-11-28 (``kces-both``: it prunes as t
 without down-weighting the edges between unlabelled nodes whose feature labels disagree) and that
 rule followed by Jaccard (``kces-both+jaccard``), the neighbourhood and feature-label variants
 ``kces-nbr`` and ``kces-features`` (earlier defaults), ``kces-soft`` (``kces-both`` down-weighting
-those edges to 0.25; the default's weight is 0.5) and ``kces-both+anchor`` (``kces-both`` joined by
-the opt-in feature anchors, ``kces.anchors``; graphs with features); GCN
+those edges to 0.25; the default's weight is 0.5), ``kces-both+anchor`` (``kces-both`` joined by
+the opt-in feature anchors, ``kces.anchors``; graphs with features) and ``kces+anchor`` (the default
+joined by them); GCN
 trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
@@ -27,7 +28,7 @@ from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
 DEFENCES = ["none", "jaccard", "svd", "kces", "kces-both", "kces-both+jaccard", "kces-nbr", "kces-features",
-            "kces-soft", "kces-both+anchor"]
+            "kces-soft", "kces-both+anchor", "kces+anchor"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]
