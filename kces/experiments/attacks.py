@@ -25,7 +25,7 @@ import torch
 from ..errors import InputError
 from ..formats import atomic_write, read_sparse_npz
 from ..labels import EXCESS_Z, expected_training_neighbours, feature_class_scores
-from .datasets import Dataset, Graph, load_graph
+from .datasets import Dataset, Graph, index_mask, load_graph
 from .metagradient import META_STEPS, SelfTraining, meta_self
 from .metrics import accuracy_on
 from .models import EPOCHS, EdgeScale, seed_everything, train_pyg
@@ -159,9 +159,9 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     The attacker knows every label and the rule. The training nodes take turns (in index order);
     for each (class c), among :data:`VOTE_SAMPLE` random nodes u of ``targets`` (default: the
     test nodes) of another class (seeded) not linked to it and never targeted before, it picks the
-    one that needs the fewest *helper* edges — from u to unlabelled nodes whose feature label is c, strongest first,
-    never a node targeted before, at most :data:`VOTE_HELPERS` — for u's vote (on the graph
-    poisoned so far) to become c, and among those the one whose inserted edges weigh most in its
+    one that needs the fewest *helper* edges — from u to unlabelled nodes whose feature label is
+    c, strongest first, never a node targeted before, at most :data:`VOTE_HELPERS` — for u's vote
+    (on the graph poisoned so far) to become c, and among those the one whose inserted edges weigh most in its
     aggregation (the least degree plus weight of the defence's ``anchor`` edges at u), inserts
     those and the training-node edge, and goes on until the budget is spent or a whole round of
     training nodes finds no such node within what is left. What is left then goes to insertions
@@ -197,8 +197,7 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     free = np.flatnonzero(~labelled & (labels >= 0))  # the unlabelled nodes the fillers join
     anchored = np.zeros(graph.num_nodes) if anchor is None else np.asarray(sp.csr_matrix(anchor).sum(1)).ravel()
     targets = graph.idx_test if targets is None else np.asarray(targets)
-    aimed = np.zeros(graph.num_nodes, dtype=bool)
-    aimed[targets] = True
+    aimed = index_mask(targets, graph.num_nodes)
 
     def attempt(lookalikes: bool) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
         """(poisoned adjacency, the edges the defence keeps of it, None without a defence that
@@ -254,8 +253,7 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
         def fill(left: int) -> None:
             """Insert ``left`` edges between unlabelled nodes of different classes, none at a target
             that holds its link."""
-            won = np.zeros(graph.num_nodes, dtype=bool)
-            won[[u for _, u in links]] = True
+            won = index_mask([u for _, u in links], graph.num_nodes)
             for _ in range(100):
                 if left == 0:
                     return

@@ -71,9 +71,7 @@ class Graph:
     @property
     def train_mask(self) -> np.ndarray:
         """(n,) bool, True at the training nodes."""
-        mask = np.zeros(self.num_nodes, dtype=bool)
-        mask[self.idx_train] = True
-        return mask
+        return index_mask(self.idx_train, self.num_nodes)
 
     def with_adj(self, adj: sp.spmatrix) -> "Graph":
         """The same graph with another (e.g. sanitized) adjacency."""
@@ -87,13 +85,17 @@ class Graph:
         """A ``torch_geometric.data.Data`` with x, edge_index, y and train/val/test masks."""
         n = self.num_nodes
         edge_index = from_scipy_sparse_matrix(self.adj)[0]
-        masks = {}
-        for key, idx in (("train_mask", self.idx_train), ("val_mask", self.idx_val), ("test_mask", self.idx_test)):
-            mask = torch.zeros(n, dtype=torch.bool)
-            mask[torch.from_numpy(idx)] = True
-            masks[key] = mask
+        splits = (("train_mask", self.idx_train), ("val_mask", self.idx_val), ("test_mask", self.idx_test))
+        masks = {key: torch.from_numpy(index_mask(idx, n)) for key, idx in splits}
         return Data(x=torch.from_numpy(self.features.toarray()), edge_index=edge_index,
                     y=torch.from_numpy(self.labels), num_nodes=n, **masks)
+
+
+def index_mask(nodes: np.ndarray | list[int], num_nodes: int) -> np.ndarray:
+    """(num_nodes,) bool, True at ``nodes`` (indices)."""
+    mask = np.zeros(num_nodes, dtype=bool)
+    mask[nodes] = True
+    return mask
 
 
 def _candidates(root: str | os.PathLike | None) -> list[Path]:
