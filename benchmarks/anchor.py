@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kces.anchors import SPARSE_BELOW, anchor_pairs
+from kces.neighbours import SPARSE_BELOW, feature_neighbour_pairs
 from kces.experiments.attacks import (AttackedGraphs, budget, meta_self_through_defence, prbcd_through_defence,
                                      rbcd_perturbed)
 from kces.experiments.datasets import Graph, load_dataset
@@ -130,7 +130,7 @@ def feature_knn(features: sp.spmatrix, k: int, labels: np.ndarray | None = None,
     highest feature cosine; of the cosine of the rank-``rank`` embedding when given), without those
     whose endpoints' ``labels`` (n,) differ when given."""
     x = torch.from_numpy(sp.csr_matrix(features).toarray())
-    pairs = anchor_pairs(x if rank is None else lsa_embedding(x, rank), k).numpy()
+    pairs = feature_neighbour_pairs(x if rank is None else lsa_embedding(x, rank), k).numpy()
     if labels is not None:
         pairs = pairs[:, labels[pairs[0]] == labels[pairs[1]]]
     upper = sp.csr_matrix((np.ones(pairs.shape[1], dtype=np.float32), pairs), shape=(features.shape[0],) * 2)

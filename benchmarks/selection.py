@@ -34,7 +34,7 @@ import torch
 
 from kces import Pruning, kc_scores, sanitize_adj
 from kces.experiments.attacks import dice_attack, prbcd_through_defence, train_hubs, train_links, vote_links
-from kces.experiments.datasets import Graph, load_graph
+from kces.experiments.datasets import Graph, load_graph, upper_pairs
 from kces.experiments.models import EPOCHS, accuracy
 from kces.graph import node_mask
 from kces.labels import EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, neighbourhood_overlap, training_neighbour_excess
@@ -52,8 +52,7 @@ def featureless_rule(disagreement: Callable[[torch.Tensor, torch.Tensor, torch.T
     """The default KC bound plus the edges that ``disagreement(pairs, labels, training nodes)``
     flags (``pairs`` (2, m): each undirected edge once), built from the library's parts."""
     def defend(graph: Graph) -> sp.csr_matrix:
-        upper = sp.triu(graph.adj, k=1).tocoo()
-        pairs = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+        pairs = upper_pairs(graph.adj)
         edge_index = torch.cat([pairs, pairs.flip(0)], dim=1)  # both directions, pair i at columns i and m + i
         y, train = torch.from_numpy(graph.labels), torch.from_numpy(graph.idx_train)
         scores = kc_scores(edge_index, None, y, train, num_nodes=graph.num_nodes)[:pairs.shape[1]]
@@ -119,12 +118,13 @@ def built(makers: dict[str, Callable[[], Graph]], wanted: set[str] | None) -> di
 def aimed_at_validation(clean: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
                         avoid: Callable[[torch.Tensor], torch.Tensor] | None,
                         scale: Callable[[torch.Tensor], torch.Tensor] | None,
-                        featureless: bool) -> dict[str, Callable[[], Graph]]:
+                        featureless: bool, scores: np.ndarray | None = None) -> dict[str, Callable[[], Graph]]:
     """Scenario → function making it: the adaptive attacks made here, not read from the adaptive
     benchmark's cache, aimed at the validation nodes through ``defend`` (seed 0): the vote-moving
-    insertions at 20% (graphs with features) and PRBCD at ``rate`` told the pairs ``avoid``."""
+    insertions at 20% (graphs with features; aiming by the class scores the rule reads, ``scores``)
+    and PRBCD at ``rate`` told the pairs ``avoid``."""
     makers = {} if featureless else {"votelink-adaptive": lambda: clean.with_adj(
-        vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val))}
+        vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val, scores=scores))}
     makers["prbcd-val, rule-aware"] = lambda: clean.with_adj(
         prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
     return makers

@@ -7,7 +7,8 @@ unlabelled neighbours') and both at once (``kces-both``, the default from this m
 edge goes when either disagrees), that rule also down-weighting the edges between unlabelled
 nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only;
 and at half the weight, ``kces-soft-half``, added later still: the default on graphs with features
-since 2026-11-28) — and
+from 2026-11-28's fourth session; and that rule reading its feature labels off features smoothed
+over the nearest feature neighbours, ``kces``, the default since the fifth) — and
 no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
 Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
@@ -40,14 +41,14 @@ import torch
 
 from kces.experiments.attacks import AttackedGraphs, budget, rbcd_perturbed
 from kces.experiments.datasets import load_dataset
-from kces.experiments.defences import (always_pruned, always_scaled, apply_edge_stages, edge_defence, edge_stages_key,
-                                       parse_defence)
+from kces.experiments.defences import (always_labelled, always_pruned, always_scaled, apply_edge_stages, edge_defence,
+                                       edge_stages_key, parse_defence)
 from kces.experiments.models import EPOCHS
 from selection import aimed_at_validation, built, in_earlier_order, measure, scenarios
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces-nbr", "kces-both", "kces-soft", "kces-soft-half")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces-both", "kces-soft", "kces-soft-half", "kces")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 
@@ -85,9 +86,10 @@ def main() -> int:
             stages = parse_defence(candidate)
             defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
             avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
+            scores = always_labelled(stages, clean)
             adaptive = {**{attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
                            for attack in ("metaself-adaptive", "trainlink-adaptive")},
-                        **aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless)}
+                        **aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless, scores)}
             attacked = {**shared, **built(adaptive, wanted)}
             rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
                      for scenario, graph in attacked.items()]

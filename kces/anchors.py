@@ -27,47 +27,15 @@ from .errors import InputError, InputTypeError
 from .graph import undirected_edges
 from .inputs import check_features
 from .labels import is_identity_like
+from .neighbours import feature_neighbour_pairs
 from .options import Anchoring, options
-
-BLOCK_ELEMENTS = 1 << 24
-"""Entries of one block of the cosine matrix (64 MiB in float32)."""
-SPARSE_BELOW = 0.1
-"""Share of non-zero features below which a block's cosines are a sparse × dense product: the
-same float64 sums in another order (the same values for binary features); on the bag-of-words
-features of Cora and Citeseer (1.3% / 0.9% non-zero) ``anchor_adj`` takes 0.69 / 0.90 s instead of
-0.94 / 1.60 s (README, "Feature anchors")."""
-
-
-def anchor_pairs(x: Tensor, k: int) -> Tensor:
-    """(2, a) int64 undirected pairs (``pairs[0] < pairs[1]``, sorted): each node of ``x`` (n, d)
-    linked to the ``k`` other nodes of highest feature cosine (ties by node index), positive
-    cosine only. The cosines are computed in float64 and rounded to float32, so that equal cosines
-    (frequent with binary features) tie whatever the summation order of the machine's matrix
-    product."""
-    n = x.shape[0]
-    unit = torch.nn.functional.normalize(x.double(), dim=1)
-    sparse = bool(torch.count_nonzero(unit) < SPARSE_BELOW * unit.numel())
-    columns = unit.T.contiguous() if sparse else unit.T
-    rows_per_block = max(1, BLOCK_ELEMENTS // max(n, 1))
-    chosen = [torch.zeros(2, 0, dtype=torch.long, device=x.device)]
-    for start in range(0, n, rows_per_block):
-        rows = torch.arange(start, min(n, start + rows_per_block), device=x.device)
-        block = unit[rows]
-        cosine = (torch.sparse.mm(block.to_sparse(), columns) if sparse else block @ columns).float()
-        cosine[torch.arange(rows.numel(), device=x.device), rows] = -float("inf")
-        kth = cosine.topk(min(k, n), dim=1).values[:, -1:]  # the k-th largest of each row
-        above, tied = cosine > kth, cosine == kth
-        first_tied = tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True))  # ties by node index
-        source, target = ((above | first_tied) & (cosine > 0)).nonzero(as_tuple=True)
-        chosen.append(torch.stack([rows[source], target]))
-    return torch.unique(torch.sort(torch.cat(chosen, 1), dim=0).values, dim=1)
 
 
 def feature_anchors(x: Tensor, *, k: int = 10, device: Any = None) -> Tensor:
     """The anchors of the nodes of ``x`` (n, d) (dense or sparse) as an ``edge_index`` (2, 2a),
-    both directions: :func:`anchor_pairs` with ``k`` nearest feature neighbours. A featureless
-    graph (identity-like ``x``, or None) has no feature neighbours: ``ValueError``. Computed on
-    ``device`` (default ``x``'s), returned there."""
+    both directions: :func:`~kces.neighbours.feature_neighbour_pairs`, each node's ``k`` nearest
+    by feature cosine. A featureless graph (identity-like ``x``, or None) has no feature
+    neighbours: ``ValueError``. Computed on ``device`` (default ``x``'s), returned there."""
     Anchoring(k=k)  # validates k
     if x is None:
         raise InputError("anchors need node features; x is None (a featureless graph)")
@@ -76,7 +44,7 @@ def feature_anchors(x: Tensor, *, k: int = 10, device: Any = None) -> Tensor:
     x = check_features(x, x.shape[0], torch.device(device) if device is not None else x.device)
     if is_identity_like(x):
         raise InputError("anchors need node features; x is identity-like (a featureless graph)")
-    pairs = anchor_pairs(x, k)
+    pairs = feature_neighbour_pairs(x, k)
     return torch.cat([pairs, pairs.flip(0)], 1)
 
 

@@ -64,6 +64,9 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
                      help="the weight kept by an edge between two unlabelled nodes whose graph-free labels disagree: "
                      "1 leaves them (a 0/1 graph stays 0/1), 0 prunes them (default: 0.5 with node features, "
                      "0.25 without)")
+    cmd.add_argument("--feature-neighbours", type=int,
+                     help="read the feature labels off features averaged over each node's this many nearest nodes "
+                     "by feature cosine; 0 reads its own (default: 20 up to 20,000 nodes, 0 above)")
     cmd.add_argument("--k", type=int, default=1, help="propagation hops of the kernel (default 1)")
     cmd.add_argument("--train-ratio", type=float, default=0.1,
                      help="without idx_train / train_mask: share of labelled nodes drawn as training nodes (0.1)")
@@ -160,8 +163,9 @@ def _sanitize(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail("--anchor-k and --anchor-weight need --anchors")
     from .options import Anchoring, Complexity, Pruning
 
-    weight = "auto" if args.unlabelled_weight is None else args.unlabelled_weight
-    pruning, complexity = Pruning(ratio=args.ratio, unlabelled_weight=weight), Complexity(k=args.k)
+    auto = {"unlabelled_weight": args.unlabelled_weight, "feature_neighbours": args.feature_neighbours}
+    pruning = Pruning(ratio=args.ratio, **{field: "auto" if value is None else value for field, value in auto.items()})
+    complexity = Complexity(k=args.k)
     anchoring = None
     if args.anchors:
         given = {"k": args.anchor_k, "weight": args.anchor_weight}

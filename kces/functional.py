@@ -15,7 +15,7 @@ from .complexity import label_matrix, pair_scores
 from .inputs import Problem, prepare
 from .labels import feature_class_scores, is_featureless, label_disagreement
 from .options import Complexity, Pruning, options
-from .prune import candidate_mask, prune_mask, unlabelled_weight
+from .prune import candidate_mask, feature_neighbours, prune_mask, unlabelled_weight
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
     weight = unlabelled_weight(pruning, featureless)
     if pruning.label_check:
         class_scores = None if featureless else feature_class_scores(
-            problem.x, problem.y, problem.train_nodes, problem.num_classes)
+            problem.x, problem.y, problem.train_nodes, problem.num_classes,
+            neighbours=feature_neighbours(pruning, edges.num_nodes))
 
         def disagreement(source: str) -> Tensor:
             return label_disagreement(pairs, problem.x, problem.y, problem.train_nodes, problem.num_classes,

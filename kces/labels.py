@@ -1,8 +1,10 @@
 """Labels for the nodes KCES reasons about.
 
 Training nodes carry their true labels. Every other node gets a label from kernel ridge
-regression on (unit-norm) features against the training nodes: its own class scores alone,
-*graph-free* (an attacker who only edits edges cannot move it at all; ``label_source="features"``),
+regression on (unit-norm) features against the training nodes — by default features averaged
+over each node's nearest nodes by feature cosine (:func:`smoothed_features`; still graph-free) —:
+its own class scores alone, *graph-free* (an attacker who only edits edges cannot move it at
+all; ``label_source="features"``),
 or those plus the mean of its unlabelled neighbours' (:func:`neighbourhood_scores`; edges at
 training nodes cast no vote, so an attacker's edges there cannot move it, but edges between
 unlabelled nodes can; ``"neighbourhood"``). By default (``"both"``) an edge must pass both.
@@ -22,12 +24,19 @@ import torch
 from torch import Tensor
 
 from .graph import Identity, both_directions, node_mask
+from .neighbours import feature_neighbour_pairs
 
 
 MIN_NEIGHBOURHOOD_OVERLAP = 0.3
 """On a featureless graph an edge disagrees when the overlap of its endpoints' neighbour sets
 (:func:`neighbourhood_overlap`) is at most this (chosen on Polblogs' validation nodes,
 ``benchmarks/selection.py``)."""
+
+
+SMOOTHING_HOPS = 2
+"""Times :func:`smoothed_features` averages the features over the nearest-neighbour graph (1, 2 and
+k = 5, 10, 20 measured by the share of right feature labels on the validation nodes of Cora and
+Citeseer: 2 hops over 20 neighbours the best on both, 74.7% / 78.7% against 70.7% / 72.0% unsmoothed)."""
 
 
 EXCESS_Z = 2.5
@@ -51,10 +60,34 @@ def is_featureless(x: Tensor | Identity) -> bool:
     return isinstance(x, Identity) or is_identity_like(x)
 
 
-def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, lam: float = 1.0) -> Tensor:
+def smoothed_features(x: Tensor, k: int, hops: int = SMOOTHING_HOPS) -> Tensor:
+    """(n, d) ``x`` (n, d) averaged ``hops`` times over the graph that links each node to its ``k``
+    nearest nodes by feature cosine (:func:`~kces.neighbours.feature_neighbour_pairs`, made
+    symmetric, self-loops added, normalised as GCN's ``D^-1/2 (A + I) D^-1/2``), in ``x``'s dtype.
+    Graph-free: read off the features alone, so no edge an attacker inserts or removes moves it.
+    Work: the O(n² d) neighbour search (O(n · nnz) for sparse features), then O(hops · n k d)."""
+    n = x.shape[0]
+    pairs = feature_neighbour_pairs(x, k)
+    loops = torch.arange(n, device=x.device).repeat(2, 1)
+    index = torch.cat([pairs, pairs.flip(0), loops], 1)
+    degree = torch.bincount(index[0], minlength=n).to(torch.float64)
+    values = (degree[index[0]] * degree[index[1]]).rsqrt()
+    propagate = torch.sparse_coo_tensor(index, values, (n, n), check_invariants=False).coalesce()
+    smoothed = x.double()
+    for _ in range(hops):
+        smoothed = torch.sparse.mm(propagate, smoothed)
+    return smoothed.to(x.dtype)
+
+
+def feature_class_scores(x: Tensor, y: Tensor, train_nodes: Tensor, num_classes: int, lam: float = 1.0,
+                         neighbours: int = 0) -> Tensor:
     """(n, C) class scores of a kernel ridge regression of the one-hot training labels on
     unit-norm features (linear kernel, ridge ``lam``), solved in the cheaper of its primal
-    (d×d) or dual (|S|×|S|) form. Uses no edges."""
+    (d×d) or dual (|S|×|S|) form; with ``neighbours`` > 0 the features are first
+    :func:`smoothed_features` over each node's ``neighbours`` nearest by feature cosine. Uses no
+    edges."""
+    if neighbours > 0:
+        x = smoothed_features(x, neighbours)
     xn = torch.nn.functional.normalize(x, dim=1)
     xs = xn[train_nodes]
     targets = torch.nn.functional.one_hot(y[train_nodes], num_classes).to(x.dtype)

@@ -133,6 +133,15 @@ class Pruning(_Options):
             0.25 on featureless graphs (chosen on validation nodes under attacks that know the
             rule, README; 1 was the default on graphs with features until 2026-11-28). A number
             below 1 needs the label check; without it ``"auto"`` is 1.
+        feature_neighbours (int >= 0 or ``"auto"``, default ``"auto"``): the feature labels are
+            read off each node's features averaged twice over the graph of its
+            ``feature_neighbours`` nearest nodes by feature cosine (graph-free,
+            :func:`kces.labels.smoothed_features`); 0 reads its own features alone. ``"auto"``:
+            :data:`kces.prune.AUTO_FEATURE_NEIGHBOURS` (20, chosen on validation nodes under
+            attacks that know the rule, README) on graphs of at most
+            :data:`kces.prune.FEATURE_NEIGHBOURS_MAX_NODES` nodes, 0 (with a warning) on larger
+            ones: the neighbour search takes O(n² d) time. Until 2026-11-28 (fifth session) the
+            default was 0.
     """
 
     ratio: float | None = None
@@ -142,6 +151,7 @@ class Pruning(_Options):
     candidates: str = "labelled"
     label_source: str = "both"
     unlabelled_weight: float | str = "auto"
+    feature_neighbours: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.ratio is not None:
@@ -181,6 +191,11 @@ class Pruning(_Options):
                 raise InputError("unlabelled_weight < 1 re-weights edges by the label check: "
                                  "it needs label_check=True")
             object.__setattr__(self, "unlabelled_weight", weight)
+        if not isinstance(self.feature_neighbours, str) or self.feature_neighbours != "auto":
+            if not (_is_int(self.feature_neighbours) and self.feature_neighbours >= 0):
+                raise InputError(f"feature_neighbours must be an integer >= 0 or 'auto', "
+                                 f"got {self.feature_neighbours!r}")
+            object.__setattr__(self, "feature_neighbours", int(self.feature_neighbours))
 
 
 @dataclass(frozen=True, repr=False)

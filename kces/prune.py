@@ -24,6 +24,8 @@ edges whose KC exceeds ``t``; ``threshold=None`` only 1. Ties are broken by edge
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -37,6 +39,33 @@ AUTO_UNLABELLED_WEIGHT = {"features": 0.5, "featureless": 0.25}
 feature labels disagree (``"features"``) or, on a featureless graph, that the overlap check flags
 (``"featureless"``); each chosen on validation nodes under attacks that know the rule
 (``benchmarks/selection_adaptive.py``: Cora and Citeseer; Polblogs)."""
+
+AUTO_FEATURE_NEIGHBOURS = 20
+"""``feature_neighbours="auto"``: the feature labels are read off features averaged over each
+node's 20 nearest nodes by feature cosine (:func:`kces.labels.smoothed_features`; chosen on
+validation nodes under attacks that know the rule, ``benchmarks/selection_adaptive.py``)."""
+FEATURE_NEIGHBOURS_MAX_NODES = 20_000
+"""``feature_neighbours="auto"`` searches the neighbours on graphs of at most this many nodes (the
+search is O(n² d): 17 s for 20,000 nodes with 64 dense features on one core of the AMD EPYC this
+was measured on) and warns and reads each node's own features on larger ones."""
+
+
+def feature_neighbours(rule: Pruning, num_nodes: int) -> int:
+    """The nearest feature neighbours ``rule`` smooths the feature labels over on a graph of
+    ``num_nodes`` nodes: its ``feature_neighbours``, ``"auto"`` resolved by the graph's size
+    (:data:`FEATURE_NEIGHBOURS_MAX_NODES`, with a ``UserWarning`` above it); 0 without the label
+    check."""
+    if not rule.label_check:
+        return 0
+    if rule.feature_neighbours != "auto":
+        return rule.feature_neighbours
+    if num_nodes > FEATURE_NEIGHBOURS_MAX_NODES:
+        warnings.warn(f"feature_neighbours='auto' reads each node's own features on this graph of {num_nodes} "
+                      f"nodes (> {FEATURE_NEIGHBOURS_MAX_NODES}: the neighbour search takes O(n² d) time); "
+                      f"pass Pruning(feature_neighbours={AUTO_FEATURE_NEIGHBOURS}) to search anyway, or 0 to "
+                      "silence this", stacklevel=3)
+        return 0
+    return AUTO_FEATURE_NEIGHBOURS
 
 
 def unlabelled_weight(rule: Pruning, featureless: bool) -> float:

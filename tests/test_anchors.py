@@ -11,7 +11,8 @@ from torch_geometric.utils import to_undirected
 
 import kces
 from kces import Anchoring, FeatureAnchors
-from kces.anchors import anchor_pairs, join_anchors
+from kces.anchors import join_anchors
+from kces.neighbours import feature_neighbour_pairs
 
 
 def random_problem(seed=0, n=40, d=12, classes=3):
@@ -43,23 +44,23 @@ def reference_pairs(x, k):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("k", [1, 3, 10])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_anchor_pairs_against_the_reference(seed, k, sparse, monkeypatch):
-    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 1.01 if sparse else 0.0)  # either product, whatever the density
+def test_feature_neighbour_pairs_against_the_reference(seed, k, sparse, monkeypatch):
+    monkeypatch.setattr("kces.neighbours.SPARSE_BELOW", 1.01 if sparse else 0.0)  # either product, whatever the density
     x = random_problem(seed)[0]
     x[5] = 0.0  # a node without features: no positive cosine, no anchor
     x[7] = x[8]  # equal rows, and many equal cosines
-    pairs = anchor_pairs(x, k)
+    pairs = feature_neighbour_pairs(x, k)
     assert pairs.tolist() == [list(p) for p in zip(*reference_pairs(x, k))]
     assert bool((pairs[0] < pairs[1]).all()) and 5 not in pairs and [7, 8] in pairs.T.tolist()
 
 
-def test_anchor_pairs_are_computed_in_blocks_as_in_one(monkeypatch):
+def test_feature_neighbour_pairs_are_computed_in_blocks_as_in_one(monkeypatch):
     x = random_problem(3)[0]
-    whole = anchor_pairs(x, 4)
-    monkeypatch.setattr("kces.anchors.BLOCK_ELEMENTS", 7 * x.shape[0])  # blocks of 7 rows
-    assert torch.equal(anchor_pairs(x, 4), whole)
-    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 1.01)
-    assert torch.equal(anchor_pairs(x, 4), whole)
+    whole = feature_neighbour_pairs(x, 4)
+    monkeypatch.setattr("kces.neighbours.BLOCK_ELEMENTS", 7 * x.shape[0])  # blocks of 7 rows
+    assert torch.equal(feature_neighbour_pairs(x, 4), whole)
+    monkeypatch.setattr("kces.neighbours.SPARSE_BELOW", 1.01)
+    assert torch.equal(feature_neighbour_pairs(x, 4), whole)
 
 
 def test_sparse_and_dense_products_agree_on_real_valued_features(monkeypatch):
@@ -67,15 +68,15 @@ def test_sparse_and_dense_products_agree_on_real_valued_features(monkeypatch):
     another order, and the anchors come out the same."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(300, 200, generator=g) * (torch.rand(300, 200, generator=g) < 0.05)
-    sparse = anchor_pairs(x, 5)
-    monkeypatch.setattr("kces.anchors.SPARSE_BELOW", 0.0)
-    assert sparse.shape[1] > 300 and torch.equal(anchor_pairs(x, 5), sparse)
+    sparse = feature_neighbour_pairs(x, 5)
+    monkeypatch.setattr("kces.neighbours.SPARSE_BELOW", 0.0)
+    assert sparse.shape[1] > 300 and torch.equal(feature_neighbour_pairs(x, 5), sparse)
 
 
 def test_feature_anchors_both_directions_and_accepted_forms():
     x = random_problem(5)[0]
     anchors = kces.feature_anchors(x, k=5)
-    pairs = anchor_pairs(x, 5)
+    pairs = feature_neighbour_pairs(x, 5)
     assert torch.equal(anchors, torch.cat([pairs, pairs.flip(0)], 1))
     before = x.clone()
     assert torch.equal(kces.feature_anchors(x.to_sparse(), k=5), anchors)

@@ -344,12 +344,19 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     # a field added later is hashed only away from the value that gives the rule before it, so
     # that the graphs cached under the earlier keys stand; "auto" is hashed with the constant it reads
     assert key(("kces-nbr",)) == "kces-nbr-e971394f"
-    for weight in (1.0, 0.5):
-        monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(unlabelled_weight=weight), Complexity()))
-        assert (key(("kces",)) == "kces-0ebe82c5") == (weight == 1.0) and key(("kces",)) != before
+    assert key(("kces-soft-half",)) == "kces-soft-half-32b65f97"
+    for weight, neighbours in ((1.0, 0), (0.5, 0), (1.0, 20)):
+        monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (
+            Pruning(unlabelled_weight=weight, feature_neighbours=neighbours), Complexity()))
+        assert (key(("kces",)) == "kces-0ebe82c5") == (weight == 1.0 and neighbours == 0) and key(("kces",)) != before
+        assert defences.earlier_rule(unlabelled_weight=weight) == Pruning(unlabelled_weight=weight, feature_neighbours=0)
     monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (Pruning(), Complexity()))
     for graphs in ("features", "featureless"):
         monkeypatch.setitem(defences.AUTO_UNLABELLED_WEIGHT, graphs, 0.75)
+        assert key(("kces",)) != before
+        monkeypatch.undo()
+    for constant, value in (("AUTO_FEATURE_NEIGHBOURS", 10), ("FEATURE_NEIGHBOURS_MAX_NODES", 1000)):
+        monkeypatch.setattr(defences, constant, value)
         assert key(("kces",)) != before
         monkeypatch.undo()
     assert key(("kces",)) == before
@@ -383,7 +390,7 @@ def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
     assert key(stages).startswith("kces+anchor-") and key(stages) != key(("kces",))
     seen = []
     monkeypatch.setitem(attacks.ADAPTIVE_ATTACKS, "prbcd-adaptive",
-                        lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: seen.append(anchor)
+                        lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: seen.append(anchor)
                         or graph.adj)
     grid = dict(datasets=[str(tmp_path / "tiny.npz")], attacks=["prbcd-adaptive"], defences=["kces", "kces+anchor"],
                 seeds=1, rates=[0.1], nettack_perturbations=[1], models=["gcn"], optimizers=["adam"], epochs=5)
@@ -395,7 +402,7 @@ def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
     def untold(*args):
         raise AssertionError("what the attacker is told is computed for a cached graph")
 
-    for name in ("always_pruned", "always_scaled", "always_anchored"):  # cached: the attacker is not asked again
+    for name in ("always_pruned", "always_scaled", "always_anchored", "always_labelled"):  # cached: not asked again
         monkeypatch.setattr(f"kces.experiments.runner.{name}", untold)
     assert run_grids(tmp_path / "again", [grid], cache=tmp_path / "cache") == 0 and len(seen) == 2
 
@@ -648,10 +655,11 @@ def test_prbcd_through_a_defence_that_down_weights(tiny: Dataset) -> None:
     assert 0 < len(flipped(adj, graph.adj)) <= budget(graph, 0.2)
 
 
-def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset) -> None:
+def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Dataset, monkeypatch) -> None:
     """Every pair it flags, inserted into the graph, is pruned by the stages; none for stages
     whose pruning depends on the whole graph. Under KCES then Jaccard only at training nodes:
     unlabelled pairs that Jaccard prunes would still vote in the KCES stage before it."""
+    from kces.experiments import defences
     from kces.experiments.defences import always_pruned, jaccard_prune
 
     graph = tiny.graph
@@ -675,7 +683,15 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     assert not torch.equal(by_votes, by_features)
     assert torch.equal(always_pruned(("kces-both",), graph)(pairs), by_votes | by_features)  # either
     unlabelled = ~at_training & always_pruned(("kces-soft-half",), graph)(pairs)
+    assert torch.equal(always_pruned(("kces-soft-half",), graph)(pairs), by_votes | by_features | unlabelled)
+    # the default: the same, its labels read off the smoothed features
+    for stage in ("kces-features", "kces-nbr", "kces-soft-half"):
+        rule, complexity = defences.KCES_VARIANTS[stage]
+        monkeypatch.setitem(defences.KCES_VARIANTS, stage, (dataclasses.replace(rule, feature_neighbours=20), complexity))
+    by_features, by_votes = (always_pruned((stage,), graph)(pairs) for stage in ("kces-features", "kces-nbr"))
+    unlabelled = ~at_training & always_pruned(("kces-soft-half",), graph)(pairs)
     assert torch.equal(always_pruned(("kces",), graph)(pairs), by_votes | by_features | unlabelled)
+    monkeypatch.undo()
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
@@ -906,6 +922,35 @@ def test_vote_links_move_the_vote_then_link_the_training_node(tiny: Dataset) -> 
     trained = inserted[at_training]
     assert not flagged_keys & set((trained.min(1) * graph.num_nodes + trained.max(1)).tolist())
     assert _surrogate_loss(graph, adj) > _surrogate_loss(graph, graph.adj)
+
+
+def test_vote_links_aim_by_the_class_scores_the_rule_reads(tiny: Dataset, tmp_path: Path) -> None:
+    """The default smooths its feature labels: the attacker is given those class scores
+    (``always_labelled``), aims by them, and its training-node links pass the neighbourhood check
+    read with them; a rule that does not smooth gives None (the attack's own plain scores)."""
+    from kces import Pruning
+    from kces.experiments import defences
+    from kces.experiments.attacks import vote_links
+    from kces.experiments.datasets import upper_pairs
+    from kces.labels import label_disagreement
+
+    graph = tiny.graph
+    scores = defences.always_labelled(("kces", "anchor"), graph)
+    np.testing.assert_array_equal(scores, defences.rule_class_scores(Pruning(), graph).numpy())
+    assert all(defences.always_labelled(stages, graph) is None for stages in (("kces-both",), ("jaccard",), ()))
+    featureless = load_dataset(str(write_tiny_npz(tmp_path / "blogs.npz", features=False))).graph
+    assert defences.always_labelled(("kces",), featureless) is None
+    plain = defences.rule_class_scores(Pruning(feature_neighbours=0), graph).numpy()
+    assert (vote_links(graph, 0.2, 0, scores=plain) != vote_links(graph, 0.2, 0)).nnz == 0
+    adj = vote_links(graph, 0.2, 0, scores=scores)
+    assert (adj != vote_links(graph, 0.2, 0)).nnz > 0
+    inserted = edge_difference(adj, graph.adj)
+    trained = inserted[graph.train_mask[inserted[:, 0]] | graph.train_mask[inserted[:, 1]]]
+    pairs = upper_pairs(adj)
+    flagged = label_disagreement(pairs, None, torch.from_numpy(graph.labels), torch.from_numpy(graph.idx_train),
+                                 scores.shape[1], source="neighbourhood", scores=torch.from_numpy(scores)).numpy()
+    flagged_keys = set((pairs[0].numpy()[flagged] * graph.num_nodes + pairs[1].numpy()[flagged]).tolist())
+    assert len(trained) > 0 and not flagged_keys & set((trained.min(1) * graph.num_nodes + trained.max(1)).tolist())
 
 
 def test_vote_links_withdraw_what_the_defence_prunes(tiny: Dataset) -> None:

@@ -517,3 +517,24 @@ def test_sanitize_unlabelled_weight_1_only_prunes_and_a_bad_one_is_refused(tiny:
     message = _one_line_error(capsys, "sanitize")
     assert exit_.value.code == 2 and "unlabelled_weight must be a number in [0, 1]" in message
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_sanitize_feature_neighbours_reaches_the_rule_and_a_bad_value_is_refused(tiny: Path, tmp_path: Path,
+                                                                                 capsys) -> None:
+    from kces import sanitize_adj
+    from kces.formats import random_split, read_npz
+
+    adj, features, labels, _ = read_npz(tiny)
+    train = random_split(labels, 0, 0.1, 0.0)[0]
+    written = {}
+    for value in ("0", "20", None):
+        out = tmp_path / f"out{value}.npz"
+        assert main(["sanitize", str(tiny), str(out), *(["--feature-neighbours", value] if value else [])]) == 0
+        written[value] = _written_adj(out)
+    for value in (0, 20):
+        expected = sanitize_adj(adj, features, labels, train, pruning=dict(feature_neighbours=value), device="cpu")
+        assert abs(written[str(value)] - expected).max() == 0
+    assert abs(written[None] - written["20"]).max() == 0 and abs(written["0"] - written["20"]).max() > 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["sanitize", str(tiny), str(tmp_path / "bad.npz"), "--feature-neighbours", "-3"])
+    assert exit_.value.code == 2 and "feature_neighbours must be an integer >= 0" in _one_line_error(capsys, "sanitize")

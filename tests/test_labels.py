@@ -5,7 +5,7 @@ import torch
 
 from kces.graph import Identity
 from kces.labels import (feature_class_scores, is_identity_like, label_disagreement, neighbourhood_overlap,
-                         training_neighbour_excess)
+                         smoothed_features, training_neighbour_excess)
 
 
 def star_problem():
@@ -198,3 +198,42 @@ def test_both_label_sources_flag_what_either_flags():
           for source in ("features", "neighbourhood", "both")}
     assert torch.equal(by["both"], by["features"] | by["neighbourhood"])
     assert not torch.equal(by["features"], by["neighbourhood"])  # the union is not one of them
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("k, hops", [(1, 1), (3, 2), (5, 3)])
+def test_smoothed_features_against_a_dense_loop(seed, k, hops):
+    """``hops`` products with ``D^-1/2 (A + I) D^-1/2`` of the symmetric k-nearest-cosine graph,
+    built one node at a time (cosines in float64 rounded to float32, ties by index, positive only)."""
+    g = torch.Generator().manual_seed(seed)
+    n = 25
+    x = (torch.rand(n, 8, generator=g) < 0.35).double() * torch.rand(n, 8, generator=g, dtype=torch.float64)
+    x[torch.arange(n), torch.arange(n) % 8] += 1.0
+    unit = x / x.norm(dim=1, keepdim=True)
+    adj = torch.eye(n, dtype=torch.float64)
+    for i in range(n):
+        cosine = (unit @ unit[i]).float()
+        others = sorted((j for j in range(n) if j != i), key=lambda j: (-cosine[j].item(), j))[:k]
+        for j in others:
+            if cosine[j] > 0:
+                adj[i, j] = adj[j, i] = 1.0
+    norm = adj.sum(1).rsqrt()
+    expected = x
+    for _ in range(hops):
+        expected = (norm[:, None] * adj * norm[None]) @ expected
+    got = smoothed_features(x, k, hops)
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-12)
+    assert smoothed_features(x.float(), k, hops).dtype == torch.float32
+
+
+def test_feature_class_scores_read_the_smoothed_features():
+    """``neighbours`` > 0: the regression on :func:`smoothed_features`; it moves a node whose own
+    features point to one class while its feature neighbours hold another."""
+    x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 1.0], [0, 0.9, 1.0], [0, 1.0, 0.9], [0.6, 0.5, 1.0]],
+                     dtype=torch.float64)  # node 5: class 0 by its own features, its nearest nodes class 1
+    y, train = torch.tensor([0, 1, -1, -1, -1, -1]), torch.tensor([0, 1])
+    smoothed = feature_class_scores(x, y, train, 2, neighbours=3)
+    assert torch.allclose(smoothed, feature_class_scores(smoothed_features(x, 3), y, train, 2))
+    assert torch.equal(feature_class_scores(x, y, train, 2, neighbours=0), feature_class_scores(x, y, train, 2))
+    assert feature_class_scores(x, y, train, 2)[5].argmax() == 0
+    assert smoothed.argmax(1).tolist() == [0, 1, 1, 1, 1, 1]

@@ -2,6 +2,7 @@
 numpy adjacencies (DeepRobust style) and networkx graphs; plus the embedded Cora Metattack."""
 
 import copy
+import warnings
 from pathlib import Path
 
 import networkx as nx
@@ -277,8 +278,10 @@ def test_isolated_nodes_are_kept():
                train_mask=torch.cat([data.train_mask, torch.tensor([False, False, False])]))
     out = KCES(store_scores=True)(big)
     assert out.num_nodes == N + 3 and out.x.shape == (N + 3, 8)
-    # unlabelled isolated nodes change nothing
-    small = KCES(store_scores=True)(data)
+    # unlabelled isolated nodes change no score, nor, with labels read off each node's own
+    # features, any label (the default's smoothed feature labels do see their features)
+    own = dict(feature_neighbours=0)
+    out, small = KCES(own, store_scores=True)(big), KCES(own, store_scores=True)(data)
     assert torch.equal(out.edge_index, small.edge_index)
     torch.testing.assert_close(out.kc_score, small.kc_score)
     # an isolated training node is allowed too
@@ -513,11 +516,12 @@ def test_planetoid_random_split_survives_the_transform(tmp_path):
 # ---------------------------------------------------------------- re-weighting instead of pruning
 
 def unlabelled_disagreement_reference(data):
-    """(E,) bool per column: both endpoints unlabelled and their top feature classes differ."""
+    """(E,) bool per column: both endpoints unlabelled and their top feature classes (the default's,
+    smoothed over 20 feature neighbours) differ."""
     from kces.labels import feature_class_scores
 
     train = data.train_mask
-    label = feature_class_scores(data.x, data.y, train.nonzero().view(-1), CLASSES).argmax(1)
+    label = feature_class_scores(data.x, data.y, train.nonzero().view(-1), CLASSES, neighbours=20).argmax(1)
     u, v = data.edge_index
     return ~train[u] & ~train[v] & (label[u] != label[v])
 
@@ -620,3 +624,37 @@ def test_unlabelled_weight_is_validated(value, error):
         kces.Pruning(unlabelled_weight=value)
     with pytest.raises(ValueError, match="label_check"):
         kces.Pruning(unlabelled_weight=0.5, label_check=False)
+
+
+# ---------------------------------------------------------------- smoothed feature labels
+
+def test_feature_neighbours_auto_smooths_over_20_up_to_the_size_bound(monkeypatch):
+    from kces import prune
+
+    assert (prune.AUTO_FEATURE_NEIGHBOURS, prune.FEATURE_NEIGHBOURS_MAX_NODES) == (20, 20_000)
+    data = noisy_problem()
+    args = (data.edge_index, data.x, data.y, data.train_mask)
+    auto = kces.sanitize(*args)
+    explicit = kces.sanitize(*args, pruning=dict(feature_neighbours=20))
+    own = kces.sanitize(*args, pruning=dict(feature_neighbours=0))
+    assert torch.equal(auto.edge_mask, explicit.edge_mask) and torch.equal(auto.edge_weight, explicit.edge_weight)
+    # the smoothed labels flag other edges than each node's own features do
+    assert not (torch.equal(auto.edge_mask, own.edge_mask) and torch.equal(auto.edge_weight, own.edge_weight))
+    # above the bound "auto" reads each node's own features, and says so
+    monkeypatch.setattr(prune, "FEATURE_NEIGHBOURS_MAX_NODES", N - 1)
+    with pytest.warns(UserWarning, match="feature_neighbours='auto' reads each node's own features"):
+        large = kces.sanitize(*args)
+    assert torch.equal(large.edge_mask, own.edge_mask) and torch.equal(large.edge_weight, own.edge_weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit value, a featureless graph: no warning
+        assert torch.equal(kces.sanitize(*args, pruning=dict(feature_neighbours=20)).edge_mask, explicit.edge_mask)
+        kces.sanitize(data.edge_index, None, data.y, data.train_mask)
+    assert prune.feature_neighbours(kces.Pruning(label_check=False), 10) == 0
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (2.5, ValueError), ("many", ValueError),
+                                          (True, ValueError), (None, ValueError)])
+def test_feature_neighbours_is_validated(value, error):
+    with pytest.raises(error, match="feature_neighbours"):
+        kces.Pruning(feature_neighbours=value)
+    assert kces.Pruning(feature_neighbours=np.int64(5)).feature_neighbours == 5

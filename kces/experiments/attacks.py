@@ -149,7 +149,8 @@ VOTE_HELPER_POOL = 300
 
 def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None,
                avoid: PairFilter | None = None, epochs: int = EPOCHS, scale: EdgeScale | None = None,
-               anchor: sp.spmatrix | None = None, targets: np.ndarray | None = None) -> sp.csr_matrix:
+               anchor: sp.spmatrix | None = None, targets: np.ndarray | None = None,
+               scores: np.ndarray | None = None) -> sp.csr_matrix:
     """Training-node insertions that first move the neighbourhood vote: the ``trainlink`` family,
     aimed at KCES's neighbourhood label check (:func:`kces.labels.neighbourhood_scores`; part of
     the default), which labels an unlabelled node u by its feature class scores plus the mean of
@@ -181,11 +182,14 @@ def vote_links(graph: Graph, rate: float, seed: int, defend: Callable[[sp.csr_ma
     keeps, with the weights ``scale`` and the anchors ``anchor`` it gives) less accurate on the
     ``targets``, as :func:`prbcd_through_defence` does (the first on a tie). Against a defence that
     rebuilds the graph (SVD) it is the attack without ``defend``. Exactly ``round(rate · m)``
-    insertions; seeded; the input is not modified. Raises ``ValueError`` on a featureless graph
-    (no feature label to aim at)."""
+    insertions; seeded; the input is not modified. ``scores``: the (n, C) feature class scores the
+    defence's label check reads (:func:`~.defences.always_labelled`), default the plain ones
+    (:func:`kces.labels.feature_class_scores`). Raises ``ValueError`` on a featureless graph (no
+    feature label to aim at)."""
     labels, labelled, train = graph.labels, graph.train_mask, graph.idx_train
-    scores = feature_class_scores(torch.from_numpy(graph.features.toarray()), torch.from_numpy(labels),
-                                  torch.from_numpy(train), int(labels.max()) + 1).numpy()
+    if scores is None:
+        scores = feature_class_scores(torch.from_numpy(graph.features.toarray()), torch.from_numpy(labels),
+                                      torch.from_numpy(train), int(labels.max()) + 1).numpy()
     if not scores[~labelled].any():
         raise InputError(f"the vote-moving attack needs node features; {graph.name}'s give no class scores "
                          "(identity features?)")
@@ -665,18 +669,19 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
 ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None,
-                                       sp.spmatrix | None], sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: train_links(
+                                       sp.spmatrix | None, np.ndarray | None], sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: train_links(
         graph, rate, seed, defend),
-    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: vote_links(
-        graph, rate, seed, defend, avoid, epochs, scale, anchor),
-    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: prbcd_through_defence(
+    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: vote_links(
+        graph, rate, seed, defend, avoid, epochs, scale, anchor, scores=scores),
+    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: prbcd_through_defence(
         graph, rate, seed, epochs, defend, avoid, scale=scale, anchor=anchor),
-    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor: meta_self_through_defence(
-        graph, rate, seed, epochs, defend, avoid, anchor=anchor)}
+    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores:
+        meta_self_through_defence(graph, rate, seed, epochs, defend, avoid, anchor=anchor)}
 """name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence (up to the anchors it
 joins), the pairs it always prunes or down-weights or None, the weights it always gives pairs or
-None, the anchors it joins or None) → (n, n) attacked adjacency; each is the adaptive version of
+None, the anchors it joins or None, the feature class scores its label check reads when they are
+not the plain ones or None) → (n, n) attacked adjacency; each is the adaptive version of
 the live attack :data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the
 defence always prunes or down-weights (the vote-moving attack too, for what it spends between
 unlabelled nodes), PRBCD also the weights (Meta-Self's surrogate takes none),
@@ -721,13 +726,15 @@ class AttackedGraphs:
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
             defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None,
-            scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None) -> Graph:
+            scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None,
+            scores: np.ndarray | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
         attack attacks ``defend``, the edge stages whose key is ``defence``, knowing the pairs they
-        always prune or down-weight (``avoid``), the weights they always give (``scale``) and the
-        anchors they join (``anchor``)."""
+        always prune or down-weight (``avoid``), the weights they always give (``scale``), the
+        anchors they join (``anchor``) and the feature class scores their label check reads
+        (``scores``, :func:`~.defences.always_labelled`)."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
@@ -741,7 +748,7 @@ class AttackedGraphs:
         else:
             if attack in ADAPTIVE:
                 attacked = ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid, scale,
-                                                    anchor)
+                                                    anchor, scores)
             else:
                 attacked = LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs)
             adj = sp.csr_matrix(attacked, dtype=np.float32)

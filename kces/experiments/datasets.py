@@ -91,6 +91,13 @@ class Graph:
                     y=torch.from_numpy(self.labels), num_nodes=n, **masks)
 
 
+def upper_pairs(adj: sp.spmatrix) -> torch.Tensor:
+    """(2, m) int64: each undirected edge of the symmetric ``adj`` (n, n) once, ``i < j``, in
+    row-major order (the ``edge_index`` half that :mod:`kces` calls ``pairs``)."""
+    upper = sp.triu(adj, k=1).tocoo()
+    return torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
+
+
 def index_mask(nodes: np.ndarray | list[int], num_nodes: int) -> np.ndarray:
     """(num_nodes,) bool, True at ``nodes`` (indices)."""
     mask = np.zeros(num_nodes, dtype=bool)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,32 +33,44 @@ from ..graph import node_mask
 from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores, is_identity_like,
                       label_disagreement, label_score_sets)
 from ..options import Anchoring, Complexity, Pruning
-from ..prune import AUTO_THRESHOLD_SCALE, AUTO_UNLABELLED_WEIGHT, candidate_mask, unlabelled_weight
-from .datasets import Dataset, Graph
+from ..prune import (AUTO_FEATURE_NEIGHBOURS, AUTO_THRESHOLD_SCALE, AUTO_UNLABELLED_WEIGHT,
+                     FEATURE_NEIGHBOURS_MAX_NODES, candidate_mask, feature_neighbours, unlabelled_weight)
+from .datasets import Dataset, Graph, upper_pairs
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
 from .names import DEFENCES, MODEL_DEFENCES, SVD_RANK
 
+LATER_FIELDS = {"unlabelled_weight": 1.0, "feature_neighbours": 0}
+"""Option fields added after the first keys were made → the value that gives the rule before
+them: left out of :func:`edge_stages_key` at that value, so that the earlier keys stand."""
+
+
+def earlier_rule(**fields: Any) -> Pruning:
+    """A :class:`kces.Pruning` of ``fields`` with every :data:`LATER_FIELDS` field not among them at
+    its earlier value: a benchmark variant that keeps its measured rule whatever the package default."""
+    return Pruning(**{**LATER_FIELDS, **fields})
+
+
 KCES_VARIANTS: dict[str, tuple[Pruning, Complexity]] = {
     "kces": (Pruning(), Complexity()),
-    "kces-both": (Pruning(label_source="both", unlabelled_weight=1.0), Complexity()),
-    "kces-nbr": (Pruning(label_source="neighbourhood", unlabelled_weight=1.0), Complexity()),
-    "kces-features": (Pruning(label_source="features", unlabelled_weight=1.0), Complexity()),
-    "kces-top10": (Pruning(ratio=0.1, label_check=False, candidates="all", label_source="features",
-                           unlabelled_weight=1.0), Complexity()),
-    "kces-kc-only": (Pruning(label_check=False, label_source="features", unlabelled_weight=1.0), Complexity()),
-    "kces-labels-only": (Pruning(threshold=None, label_source="features", unlabelled_weight=1.0), Complexity()),
-    "kces-k2": (Pruning(label_source="features", unlabelled_weight=1.0), Complexity(k=2)),
-    "kces-top2": (Pruning(label_top_k=2, label_source="features", unlabelled_weight=1.0), Complexity()),
-    "kces-nbr-labels-only": (Pruning(threshold=None, label_source="neighbourhood", unlabelled_weight=1.0),
-                             Complexity()),
-    "kces-both-labels-only": (Pruning(threshold=None, label_source="both", unlabelled_weight=1.0), Complexity()),
-    "kces-soft": (Pruning(label_source="both", unlabelled_weight=0.25), Complexity()),
-    "kces-soft-half": (Pruning(label_source="both", unlabelled_weight=0.5), Complexity()),
+    "kces-both": (earlier_rule(label_source="both"), Complexity()),
+    "kces-nbr": (earlier_rule(label_source="neighbourhood"), Complexity()),
+    "kces-features": (earlier_rule(label_source="features"), Complexity()),
+    "kces-top10": (earlier_rule(ratio=0.1, label_check=False, candidates="all", label_source="features"), Complexity()),
+    "kces-kc-only": (earlier_rule(label_check=False, label_source="features"), Complexity()),
+    "kces-labels-only": (earlier_rule(threshold=None, label_source="features"), Complexity()),
+    "kces-k2": (earlier_rule(label_source="features"), Complexity(k=2)),
+    "kces-top2": (earlier_rule(label_top_k=2, label_source="features"), Complexity()),
+    "kces-nbr-labels-only": (earlier_rule(threshold=None, label_source="neighbourhood"), Complexity()),
+    "kces-both-labels-only": (earlier_rule(threshold=None, label_source="both"), Complexity()),
+    "kces-soft": (earlier_rule(label_source="both", unlabelled_weight=0.25), Complexity()),
+    "kces-soft-half": (earlier_rule(label_source="both", unlabelled_weight=0.5), Complexity()),
 }
-"""The package default (both label sources; edges between unlabelled nodes whose graph-free
-labels disagree down-weighted, :data:`kces.prune.AUTO_UNLABELLED_WEIGHT`) and the variants of the
-benchmarks: the default before 2026-11-28 (``kces-both``: no down-weighting where there are
+"""The package default (both label sources, the feature labels read off features smoothed over
+their nearest feature neighbours, :data:`kces.prune.AUTO_FEATURE_NEIGHBOURS`; edges between
+unlabelled nodes whose graph-free labels disagree down-weighted,
+:data:`kces.prune.AUTO_UNLABELLED_WEIGHT`) and the variants of the benchmarks, none of which
+smooths: the default before 2026-11-28 (``kces-both``: no down-weighting where there are
 features), the rule with neighbourhood-voted labels alone (``kces-nbr``, the default until the
 vote-moving attack) and with feature labels alone (``kces-features``, the default before that;
 both chosen against on validation nodes, ``benchmarks/selection_adaptive.py``); the ablation's
@@ -67,8 +80,9 @@ that accepted an unlabelled node's two best feature classes), and the label chec
 neighbourhood rule and of ``kces-both`` without the KC bound; ``kces-both`` down-weighting those
 edges to 0.25 (``kces-soft``, chosen on validation nodes by ``benchmarks/reweight.py``, then
 against by ``benchmarks/selection_adaptive.py``) and to 0.5 (``kces-soft-half``: the default on
-graphs with features). Their settings are spelled out, so that their keys (:func:`edge_stages_key`)
-do not move with the package default."""
+graphs with features from the fourth to the fifth session of 2026-11-28). Their settings are
+spelled out (:func:`earlier_rule`), so that their keys (:func:`edge_stages_key`) do not move with
+the package default."""
 ANCHORING = Anchoring(k=10, weight=0.5)
 """The ``anchor`` stage's settings, spelled out so that its key (:func:`edge_stages_key`) does not
 move with the package default."""
@@ -155,11 +169,6 @@ def truncated_svd(adj: sp.spmatrix, rank: int, seed: int) -> sp.csr_matrix:
     return sp.csr_matrix((u * s) @ vt, dtype=np.float32)
 
 
-LATER_FIELDS = {"unlabelled_weight": 1.0}
-"""Option fields added after the first keys were made → the value that gives the rule before
-them: left out of :func:`edge_stages_key` at that value, so that the earlier keys stand."""
-
-
 def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     """``"kces+jaccard"``-style name of the edge stages of ``stages`` and 8 hex digits of a hash of
     their settings (every field of a KCES stage's :class:`kces.Pruning` and
@@ -174,7 +183,8 @@ def edge_stages_key(stages: tuple[str, ...], svd_rank: int = SVD_RANK) -> str:
     settings = {"jaccard": {"threshold": JACCARD_THRESHOLD}, "svd": {"rank": svd_rank}, "anchor": asdict(ANCHORING)}
     constants = {"auto_threshold_scale": AUTO_THRESHOLD_SCALE, "min_neighbourhood_overlap": MIN_NEIGHBOURHOOD_OVERLAP,
                  "excess_z": EXCESS_Z}
-    auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT["featureless"], AUTO_UNLABELLED_WEIGHT["features"])}
+    auto = {"unlabelled_weight": ("auto", AUTO_UNLABELLED_WEIGHT["featureless"], AUTO_UNLABELLED_WEIGHT["features"]),
+            "feature_neighbours": ("auto", AUTO_FEATURE_NEIGHBOURS, FEATURE_NEIGHBOURS_MAX_NODES)}
 
     def fields_of(group: Pruning | Complexity) -> list[tuple[str, object]]:
         return sorted((field, auto[field] if value == "auto" and field in auto else value)
@@ -243,9 +253,8 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
-            upper = sp.triu(graph.adj, k=1).tocoo()  # the graph's edges cast the neighbourhood votes
-            edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
-            features = feature_class_scores(x, y, train, num_classes)  # once, for every rule below
+            edges = upper_pairs(graph.adj)  # the graph's edges cast the neighbourhood votes
+            features = rule_class_scores(pruning, graph)  # once, for every rule below
             score_sets = label_score_sets(edges, features, node_mask(train, graph.num_nodes), pruning.label_source)
             rules += [lambda pairs, pruning=pruning, scores=scores: (
                 candidate_mask(pairs, train, graph.num_nodes, pruning)
@@ -261,6 +270,29 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
 
 
+def rule_class_scores(pruning: Pruning, graph: Graph) -> torch.Tensor:
+    """(n, C) the feature class scores the label check of ``pruning`` reads on ``graph`` (its
+    features smoothed over the nearest feature neighbours it asks for,
+    :func:`kces.prune.feature_neighbours`): graph-free, so an attacker who knows the rule has them."""
+    x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
+    return feature_class_scores(x, y, torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1,
+                                neighbours=feature_neighbours(pruning, graph.num_nodes))
+
+
+def always_labelled(stages: tuple[str, ...], graph: Graph) -> np.ndarray | None:
+    """(n, C) the feature class scores the first KCES stage of ``stages`` with a label check reads
+    on ``graph`` (:func:`rule_class_scores`), for an attacker that aims by them; None without one, on
+    a featureless graph, or when they are the plain feature class scores (no smoothing), which the
+    attack computes itself."""
+    if is_identity_like(torch.from_numpy(graph.features.toarray())):
+        return None
+    for stage in stages:
+        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
+        if pruning is not None and pruning.label_check and pruning.ratio is None:
+            return rule_class_scores(pruning, graph).numpy() if feature_neighbours(pruning, graph.num_nodes) else None
+    return None
+
+
 def _unlabelled_disagreement(pruning: Pruning, graph: Graph,
                              scores: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """(2, b) pairs → (b,) bool: the pairs of two non-candidate nodes whose feature labels
@@ -268,7 +300,7 @@ def _unlabelled_disagreement(pruning: Pruning, graph: Graph,
     ``scores``: ``graph``'s (n, C) feature class scores when the caller has them."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
-    scores = feature_class_scores(x, y, train, num_classes) if scores is None else scores
+    scores = rule_class_scores(pruning, graph) if scores is None else scores
     return lambda pairs: (~candidate_mask(pairs, train, graph.num_nodes, pruning)
                           & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
 

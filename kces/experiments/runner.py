@@ -33,7 +33,7 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import (always_anchored, always_pruned, always_scaled, apply_edge_stages, edge_defence,
+from .defences import (always_anchored, always_labelled, always_pruned, always_scaled, apply_edge_stages, edge_defence,
                        edge_stages_key, model_defence_accuracy, parse_defence, skip_reason)
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
@@ -188,7 +188,8 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
     graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
                             always_pruned(stages, dataset.graph) if told else None,
                             always_scaled(stages, dataset.graph) if told else None,
-                            always_anchored(stages, dataset.graph) if told else None)
+                            always_anchored(stages, dataset.graph) if told else None,
+                            always_labelled(stages, dataset.graph) if told else None)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
