@@ -40,4 +40,6 @@ def feature_neighbour_pairs(x: Tensor, k: int) -> Tensor:
         first_tied = tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True))  # ties by node index
         source, target = ((above | first_tied) & (cosine > 0)).nonzero(as_tuple=True)
         chosen.append(torch.stack([rows[source], target]))
-    return torch.unique(torch.sort(torch.cat(chosen, 1), dim=0).values, dim=1)
+    ends = torch.sort(torch.cat(chosen, 1), dim=0).values
+    keys = torch.unique(ends[0] * n + ends[1])  # sorted: by first end, then second
+    return torch.stack([keys // n, keys % n])
