@@ -46,7 +46,7 @@ node's 20 nearest nodes by feature cosine (:func:`kces.labels.smoothed_features`
 validation nodes under attacks that know the rule, ``benchmarks/selection_adaptive.py``)."""
 FEATURE_NEIGHBOURS_MAX_NODES = 20_000
 """``feature_neighbours="auto"`` searches the neighbours on graphs of at most this many nodes (the
-search is O(n² d): 17 s for 20,000 nodes with 64 dense features on one core of the AMD EPYC this
+search is O(n² d): 19 s for 20,000 nodes with 64 dense features on one core of the AMD EPYC this
 was measured on) and warns and reads each node's own features on larger ones."""
 
 
