@@ -250,24 +250,29 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
     rules = []
-    for stage in stages:
-        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
-        if pruning is not None and pruning.label_check and pruning.ratio is None and not is_identity_like(x):
-            edges = upper_pairs(graph.adj)  # the graph's edges cast the neighbourhood votes
-            features = rule_class_scores(pruning, graph)  # once, for every rule below
-            score_sets = label_score_sets(edges, features, node_mask(train, graph.num_nodes), pruning.label_source)
-            rules += [lambda pairs, pruning=pruning, scores=scores: (
-                candidate_mask(pairs, train, graph.num_nodes, pruning)
-                & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
-                for scores in score_sets]
-            if unlabelled_weight(pruning, featureless=False) < 1.0:
-                rules.append(_unlabelled_disagreement(pruning, graph, features))
-        elif stage == "jaccard":
-            rules.append(lambda pairs: torch.from_numpy(
-                feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
+    for pruning in [] if is_identity_like(x) else label_checks(stages):
+        edges = upper_pairs(graph.adj)  # the graph's edges cast the neighbourhood votes
+        features = rule_class_scores(pruning, graph)  # once, for every rule below
+        score_sets = label_score_sets(edges, features, node_mask(train, graph.num_nodes), pruning.label_source)
+        rules += [lambda pairs, pruning=pruning, scores=scores: (
+            candidate_mask(pairs, train, graph.num_nodes, pruning)
+            & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
+            for scores in score_sets]
+        if unlabelled_weight(pruning, featureless=False) < 1.0:
+            rules.append(_unlabelled_disagreement(pruning, graph, features))
+    if "jaccard" in stages:
+        rules.append(lambda pairs: torch.from_numpy(
+            feature_jaccard(graph.features, pairs[0].numpy(), pairs[1].numpy()) < JACCARD_THRESHOLD))
     if not rules:
         return None
     return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
+
+
+def label_checks(stages: tuple[str, ...]) -> list[Pruning]:
+    """The :class:`kces.Pruning` of each KCES stage of ``stages`` whose label check runs (not a
+    ``ratio`` rule), in order: the rules whose pairs and labels an attacker reads off the code."""
+    rules = [KCES_VARIANTS[stage][0] for stage in stages if stage in KCES_VARIANTS]
+    return [rule for rule in rules if rule.label_check and rule.ratio is None]
 
 
 def rule_class_scores(pruning: Pruning, graph: Graph) -> torch.Tensor:
@@ -284,13 +289,10 @@ def always_labelled(stages: tuple[str, ...], graph: Graph) -> np.ndarray | None:
     on ``graph`` (:func:`rule_class_scores`), for an attacker that aims by them; None without one, on
     a featureless graph, or when they are the plain feature class scores (no smoothing), which the
     attack computes itself."""
-    if is_identity_like(torch.from_numpy(graph.features.toarray())):
+    checks = label_checks(stages)
+    if not checks or is_identity_like(torch.from_numpy(graph.features.toarray())):
         return None
-    for stage in stages:
-        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
-        if pruning is not None and pruning.label_check and pruning.ratio is None:
-            return rule_class_scores(pruning, graph).numpy() if feature_neighbours(pruning, graph.num_nodes) else None
-    return None
+    return rule_class_scores(checks[0], graph).numpy() if feature_neighbours(checks[0], graph.num_nodes) else None
 
 
 def _unlabelled_disagreement(pruning: Pruning, graph: Graph,
