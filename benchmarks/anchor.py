@@ -60,7 +60,7 @@ from kces.neighbours import SPARSE_BELOW, feature_neighbour_pairs
 from kces.experiments.attacks import (AttackedGraphs, budget, meta_self_through_defence, prbcd_through_defence,
                                      rbcd_perturbed)
 from kces.experiments.datasets import Graph, load_dataset
-from kces.experiments.defences import always_pruned, always_scaled, edge_defence, edge_stages_key, parse_defence
+from kces.experiments.defences import edge_stages_key, parse_defence, tell
 from kces.experiments.models import EPOCHS
 from kces.labels import feature_class_scores
 from selection import aimed_at_validation, built, in_earlier_order, measure, scenarios
@@ -156,7 +156,8 @@ def test_record(args: argparse.Namespace) -> int:
     for name in args.datasets.split(","):
         dataset = load_dataset(name)
         clean = dataset.graph
-        defend, key, avoid = edge_defence(DEFAULT, clean, 0), edge_stages_key(DEFAULT), always_pruned(DEFAULT, clean)
+        told, key = tell(DEFAULT, clean, 0), edge_stages_key(DEFAULT)
+        defend, avoid = told.defend, told.avoid
         labels = feature_labels(clean) if same_label else None
         anchor = feature_knn(clean.features, k, labels, rank) * np.float32(weight)
         for seed in (0, 1):
@@ -164,8 +165,7 @@ def test_record(args: argparse.Namespace) -> int:
                                                                     avoid=avoid, anchor=anchor)),
                       "anchor-aware, through the default": clean.with_adj(prbcd_through_defence(
                           clean, 0.2, seed, EPOCHS, defend, avoid, anchor=anchor)),
-                      "the default's adaptive graph": cache.get(dataset, "prbcd-adaptive", 0.2, seed, key, defend,
-                                                                avoid, always_scaled(DEFAULT, clean))}
+                      "the default's adaptive graph": cache.get(dataset, "prbcd-adaptive", 0.2, seed, key, told)}
             for attack, graph in graphs.items():
                 kept = sp.csr_matrix(defend(graph.adj))
                 rows += [measure(name, f"prbcd 20% (test), seed {seed}, {attack}", rule, graph, adj, args.seeds)
@@ -209,16 +209,16 @@ def main() -> int:
     for name in datasets:
         dataset = load_dataset(name)
         clean = dataset.graph
-        defend, key = edge_defence(DEFAULT, clean, 0), edge_stages_key(DEFAULT)
-        avoid, scale = always_pruned(DEFAULT, clean), always_scaled(DEFAULT, clean)
+        told, key = tell(DEFAULT, clean, 0), edge_stages_key(DEFAULT)
+        defend, avoid = told.defend, told.avoid
         rate = 0.2 * clean.idx_val.size / clean.idx_test.size
         graphs = {scenario: lambda graph=graph: graph for scenario, graph in scenarios(name).items()}
         graphs["metaself"] = lambda: cache.get(dataset, "metaself", 0.2, 0)
         graphs["prbcd-val"] = lambda: clean.with_adj(rbcd_perturbed(clean, budget(clean, rate), 0, EPOCHS,
                                                                     targets=clean.idx_val))
         for attack in UNAWARE:
-            graphs[attack] = lambda attack=attack: cache.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
-        graphs.update(aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless))
+            graphs[attack] = lambda attack=attack: cache.get(dataset, attack, 0.2, 0, key, told)
+        graphs.update(aimed_at_validation(clean, rate, told, dataset.featureless))
         graphs = built(graphs, wanted)
         if "default" in chosen:
             rows += [measure(name, scenario, "default", graph, defend(graph.adj), args.seeds)

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from kces import Pruning, kc_scores, sanitize_adj
-from kces.experiments.attacks import dice_attack, prbcd_through_defence, train_hubs, train_links, vote_links
+from kces.experiments.attacks import Told, dice_attack, prbcd_through_defence, train_hubs, train_links, vote_links
 from kces.experiments.datasets import Graph, load_graph, upper_pairs
 from kces.experiments.models import EPOCHS, accuracy
 from kces.graph import node_mask
@@ -115,18 +115,17 @@ def built(makers: dict[str, Callable[[], Graph]], wanted: set[str] | None) -> di
     return {scenario: make() for scenario, make in makers.items() if wanted is None or scenario in wanted}
 
 
-def aimed_at_validation(clean: Graph, rate: float, defend: Callable[[sp.csr_matrix], sp.csr_matrix],
-                        avoid: Callable[[torch.Tensor], torch.Tensor] | None,
-                        scale: Callable[[torch.Tensor], torch.Tensor] | None,
-                        featureless: bool, scores: np.ndarray | None = None) -> dict[str, Callable[[], Graph]]:
+def aimed_at_validation(clean: Graph, rate: float, told: Told, featureless: bool) -> dict[str, Callable[[], Graph]]:
     """Scenario → function making it: the adaptive attacks made here, not read from the adaptive
-    benchmark's cache, aimed at the validation nodes through ``defend`` (seed 0): the vote-moving
-    insertions at 20% (graphs with features; aiming by the class scores the rule reads, ``scores``)
-    and PRBCD at ``rate`` told the pairs ``avoid``."""
+    benchmark's cache, aimed at the validation nodes through the defence ``told`` tells of (seed
+    0): the vote-moving insertions at 20% (graphs with features; aiming by the class scores the
+    rule reads) and PRBCD at ``rate`` told the pairs the rule always prunes or down-weights and
+    the weights it gives."""
     makers = {} if featureless else {"votelink-adaptive": lambda: clean.with_adj(
-        vote_links(clean, 0.2, 0, defend, avoid, EPOCHS, scale, targets=clean.idx_val, scores=scores))}
-    makers["prbcd-val, rule-aware"] = lambda: clean.with_adj(
-        prbcd_through_defence(clean, rate, 0, EPOCHS, defend, avoid, targets=clean.idx_val, scale=scale))
+        vote_links(clean, 0.2, 0, told.defend, told.avoid, EPOCHS, told.scale, targets=clean.idx_val,
+                   scores=told.scores))}
+    makers["prbcd-val, rule-aware"] = lambda: clean.with_adj(prbcd_through_defence(
+        clean, rate, 0, EPOCHS, told.defend, told.avoid, targets=clean.idx_val, scale=told.scale))
     return makers
 
 

@@ -41,8 +41,7 @@ import torch
 
 from kces.experiments.attacks import AttackedGraphs, budget, rbcd_perturbed
 from kces.experiments.datasets import load_dataset
-from kces.experiments.defences import (always_labelled, always_pruned, always_scaled, apply_edge_stages, edge_defence,
-                                       edge_stages_key, parse_defence)
+from kces.experiments.defences import apply_edge_stages, edge_stages_key, parse_defence, tell
 from kces.experiments.models import EPOCHS
 from selection import aimed_at_validation, built, in_earlier_order, measure, scenarios
 
@@ -84,12 +83,10 @@ def main() -> int:
         shared = built(shared, wanted)
         for candidate in candidates:
             stages = parse_defence(candidate)
-            defend, key = edge_defence(stages, clean, 0), edge_stages_key(stages)
-            avoid, scale = always_pruned(stages, clean), always_scaled(stages, clean)
-            scores = always_labelled(stages, clean)
-            adaptive = {**{attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, defend, avoid, scale)
+            told, key = tell(stages, clean, 0), edge_stages_key(stages)
+            adaptive = {**{attack: lambda attack=attack: graphs.get(dataset, attack, 0.2, 0, key, told)
                            for attack in ("metaself-adaptive", "trainlink-adaptive")},
-                        **aimed_at_validation(clean, rate, defend, avoid, scale, dataset.featureless, scores)}
+                        **aimed_at_validation(clean, rate, told, dataset.featureless)}
             attacked = {**shared, **built(adaptive, wanted)}
             rows += [measure(name, scenario, candidate, graph, apply_edge_stages(stages, graph, 0).adj, args.seeds)
                      for scenario, graph in attacked.items()]

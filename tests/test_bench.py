@@ -12,7 +12,7 @@ import torch
 
 from kces.adapters import edge_difference
 from kces.experiments import attacks
-from kces.experiments.attacks import AttackedGraphs, budget, random_insertion
+from kces.experiments.attacks import AttackedGraphs, Told, budget, random_insertion
 from kces.experiments.datasets import Dataset, Graph, load_dataset
 from kces.experiments.defences import apply_edge_stages, parse_defence, skip_reason
 from kces.experiments.models import accuracy
@@ -299,11 +299,13 @@ def test_adaptive_attacks_are_cached_per_defence(tiny: Dataset, tmp_path: Path) 
         calls.append(1)
         return adj
 
-    first = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces", defend)
-    again = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces", defend)
+    with pytest.raises(ValueError, match="what it is told"):  # an adaptive attack needs its defence
+        graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces")
+    first = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces", Told(defend))
+    again = graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "kces")  # cached: nothing to tell
     assert (first.adj != again.adj).nnz == 0 and len(calls) > 0
     count = len(calls)
-    graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "jaccard", defend)
+    graphs.get(tiny, "trainlink-adaptive", 0.1, 0, "jaccard", Told(defend))
     assert len(calls) == 2 * count
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         f"{tiny.key}_trainlink-adaptive_v1_0.1_0_jaccard.npz", f"{tiny.key}_trainlink-adaptive_v1_0.1_0_kces.npz"]
@@ -390,8 +392,7 @@ def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
     assert key(stages).startswith("kces+anchor-") and key(stages) != key(("kces",))
     seen = []
     monkeypatch.setitem(attacks.ADAPTIVE_ATTACKS, "prbcd-adaptive",
-                        lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: seen.append(anchor)
-                        or graph.adj)
+                        lambda graph, rate, seed, epochs, told: seen.append(told.anchor) or graph.adj)
     grid = dict(datasets=[str(tmp_path / "tiny.npz")], attacks=["prbcd-adaptive"], defences=["kces", "kces+anchor"],
                 seeds=1, rates=[0.1], nettack_perturbations=[1], models=["gcn"], optimizers=["adam"], epochs=5)
     assert run_grids(tmp_path / "out", [grid], cache=tmp_path / "cache") == 0
@@ -402,8 +403,7 @@ def test_the_anchor_stage_joins_the_feature_anchors_which_the_attacker_is_given(
     def untold(*args):
         raise AssertionError("what the attacker is told is computed for a cached graph")
 
-    for name in ("always_pruned", "always_scaled", "always_anchored", "always_labelled"):  # cached: not asked again
-        monkeypatch.setattr(f"kces.experiments.runner.{name}", untold)
+    monkeypatch.setattr("kces.experiments.runner.tell", untold)  # cached: not asked again
     assert run_grids(tmp_path / "again", [grid], cache=tmp_path / "cache") == 0 and len(seen) == 2
 
 
@@ -951,6 +951,28 @@ def test_vote_links_aim_by_the_class_scores_the_rule_reads(tiny: Dataset, tmp_pa
                                  scores.shape[1], source="neighbourhood", scores=torch.from_numpy(scores)).numpy()
     flagged_keys = set((pairs[0].numpy()[flagged] * graph.num_nodes + pairs[1].numpy()[flagged]).tolist())
     assert len(trained) > 0 and not flagged_keys & set((trained.min(1) * graph.num_nodes + trained.max(1)).tolist())
+
+
+def test_tell_is_what_each_part_tells_with_the_class_scores_computed_once(tiny: Dataset, monkeypatch) -> None:
+    """``tell`` bundles the defence chain and what the attacker reads of it: the same as each
+    ``always_*`` asked alone, the smoothed class scores computed once for all of them."""
+    from kces.experiments import defences
+
+    graph, stages = tiny.graph, ("kces", "anchor")
+    pairs = torch.from_numpy(np.stack(np.triu_indices(graph.num_nodes, k=1)).astype(np.int64))
+    computed = []
+    rule_class_scores = defences.rule_class_scores
+    monkeypatch.setattr(defences, "rule_class_scores", lambda *args: computed.append(1) or rule_class_scores(*args))
+    told = defences.tell(stages, graph, 0)
+    assert len(computed) == 1
+    assert abs(told.defend(graph.adj) - defences.edge_defence(stages, graph, 0)(graph.adj)).max() == 0
+    assert torch.equal(told.avoid(pairs), defences.always_pruned(stages, graph)(pairs))
+    scale = told.scale(pairs)
+    assert torch.equal(scale, defences.always_scaled(stages, graph)(pairs)) and set(scale.tolist()) == {0.5, 1.0}
+    assert abs(told.anchor - defences.always_anchored(stages, graph)).max() == 0
+    np.testing.assert_array_equal(told.scores, defences.always_labelled(stages, graph))
+    jaccard = defences.tell(("jaccard",), graph, 0)
+    assert jaccard.scale is None and jaccard.anchor is None and jaccard.scores is None and jaccard.avoid is not None
 
 
 def test_vote_links_withdraw_what_the_defence_prunes(tiny: Dataset) -> None:

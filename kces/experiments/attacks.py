@@ -668,27 +668,39 @@ LIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int], sp.csr_matrix]] = {
     "trainhub-padded": lambda graph, rate, seed, epochs: train_hubs(graph, rate, seed, epochs, evade="pad"),
     "metaself": meta_self_attack}
 """name → attack(clean graph, rate, seed, surrogate epochs) → (n, n) attacked adjacency."""
-ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Callable, PairFilter | None, EdgeScale | None,
-                                       sp.spmatrix | None, np.ndarray | None], sp.csr_matrix]] = {
-    "trainlink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: train_links(
-        graph, rate, seed, defend),
-    "votelink-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: vote_links(
-        graph, rate, seed, defend, avoid, epochs, scale, anchor, scores=scores),
-    "prbcd-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores: prbcd_through_defence(
-        graph, rate, seed, epochs, defend, avoid, scale=scale, anchor=anchor),
-    "metaself-adaptive": lambda graph, rate, seed, epochs, defend, avoid, scale, anchor, scores:
-        meta_self_through_defence(graph, rate, seed, epochs, defend, avoid, anchor=anchor)}
-"""name → attack(clean graph, rate, seed, surrogate epochs, the cell's defence (up to the anchors it
-joins), the pairs it always prunes or down-weights or None, the weights it always gives pairs or
-None, the anchors it joins or None, the feature class scores its label check reads when they are
-not the plain ones or None) → (n, n) attacked adjacency; each is the adaptive version of
-the live attack :data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the
-defence always prunes or down-weights (the vote-moving attack too, for what it spends between
-unlabelled nodes), PRBCD also the weights (Meta-Self's surrogate takes none),
-and both surrogates see the anchors; the training-node attacks find the targets the label check
-accepts themselves (the vote-moving one knowing how the neighbourhood labels are voted; they
-decide by what the defence prunes, which anchors joined after it do not change), and the
-vote-moving one picks between its two runs by a surrogate that sees the weights and anchors."""
+@dataclasses.dataclass(frozen=True)
+class Told:
+    """What an adaptive attacker is told of the defence chain it attacks
+    (:func:`~kces.experiments.defences.tell`): ``defend`` the chain, (n, n) adjacency → what it
+    keeps (up to the anchors it joins); ``avoid`` the pairs it always prunes or down-weights, or
+    None; ``scale`` the weights it always gives pairs, or None; ``anchor`` the (n, n) anchors it
+    joins, or None; ``scores`` the (n, C) feature class scores its label check reads when they are
+    not the plain ones, or None."""
+
+    defend: Callable[[sp.csr_matrix], sp.csr_matrix]
+    avoid: PairFilter | None = None
+    scale: EdgeScale | None = None
+    anchor: sp.spmatrix | None = None
+    scores: np.ndarray | None = None
+
+
+ADAPTIVE_ATTACKS: dict[str, Callable[[Graph, float, int, int, Told], sp.csr_matrix]] = {
+    "trainlink-adaptive": lambda graph, rate, seed, epochs, told: train_links(graph, rate, seed, told.defend),
+    "votelink-adaptive": lambda graph, rate, seed, epochs, told: vote_links(
+        graph, rate, seed, told.defend, told.avoid, epochs, told.scale, told.anchor, scores=told.scores),
+    "prbcd-adaptive": lambda graph, rate, seed, epochs, told: prbcd_through_defence(
+        graph, rate, seed, epochs, told.defend, told.avoid, scale=told.scale, anchor=told.anchor),
+    "metaself-adaptive": lambda graph, rate, seed, epochs, told: meta_self_through_defence(
+        graph, rate, seed, epochs, told.defend, told.avoid, anchor=told.anchor)}
+"""name → attack(clean graph, rate, seed, surrogate epochs, what it is told of the cell's defence)
+→ (n, n) attacked adjacency; each is the adaptive version of the live attack
+:data:`~.names.ADAPTIVE_OF` names. PRBCD and Meta-Self are told which pairs the defence always
+prunes or down-weights (the vote-moving attack too, for what it spends between unlabelled nodes),
+PRBCD also the weights (Meta-Self's surrogate takes none), and both surrogates see the anchors;
+the training-node attacks find the targets the label check accepts themselves (the vote-moving one
+knowing how the neighbourhood labels are voted, by the class scores it is told; they decide by
+what the defence prunes, which anchors joined after it do not change), and the vote-moving one
+picks between its two runs by a surrogate that sees the weights and anchors."""
 
 
 ATTACK_VERSIONS: dict[str, int] = {
@@ -725,16 +737,12 @@ class AttackedGraphs:
         return self.cache / f"{self.key(dataset, attack, rate, seed, defence)}.npz"
 
     def get(self, dataset: Dataset, attack: str, rate: float, seed: int, defence: str = "none",
-            defend: Callable[[sp.csr_matrix], sp.csr_matrix] | None = None, avoid: PairFilter | None = None,
-            scale: EdgeScale | None = None, anchor: sp.spmatrix | None = None,
-            scores: np.ndarray | None = None) -> Graph:
+            told: Told | None = None) -> Graph:
         """The attacked graph (``clean_adj`` the clean one; Nettack's ``target_nodes`` set).
         Pre-perturbed graphs are loaded on the first call, so calling this for every
         (dataset, pre-perturbed attack, rate) first checks that their files exist. An adaptive
-        attack attacks ``defend``, the edge stages whose key is ``defence``, knowing the pairs they
-        always prune or down-weight (``avoid``), the weights they always give (``scale``), the
-        anchors they join (``anchor``) and the feature class scores their label check reads
-        (``scores``, :func:`~.defences.always_labelled`)."""
+        attack attacks the edge stages whose key is ``defence``, knowing what ``told`` tells of
+        them (needed only when its graph is not cached)."""
         if attack in PREPERTURBED:
             return self._load_preperturbed(dataset, attack, rate)
         if rate == 0:
@@ -747,8 +755,9 @@ class AttackedGraphs:
                                  f"{dataset.graph.adj.shape}: delete it")
         else:
             if attack in ADAPTIVE:
-                attacked = ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, defend, avoid, scale,
-                                                    anchor, scores)
+                if told is None:
+                    raise InputError(f"{attack} attacks a defence: pass what it is told of it (defences.tell)")
+                attacked = ADAPTIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs, told)
             else:
                 attacked = LIVE_ATTACKS[attack](dataset.graph, rate, seed, self.epochs)
             adj = sp.csr_matrix(attacked, dtype=np.float32)

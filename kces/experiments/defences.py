@@ -13,6 +13,7 @@ output.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import time
@@ -35,6 +36,7 @@ from ..labels import (EXCESS_Z, MIN_NEIGHBOURHOOD_OVERLAP, feature_class_scores,
 from ..options import Anchoring, Complexity, Pruning
 from ..prune import (AUTO_FEATURE_NEIGHBOURS, AUTO_THRESHOLD_SCALE, AUTO_UNLABELLED_WEIGHT,
                      FEATURE_NEIGHBOURS_MAX_NODES, candidate_mask, feature_neighbours, unlabelled_weight)
+from .attacks import Told
 from .datasets import Dataset, Graph, upper_pairs
 from .metrics import accuracy_on
 from .models import EPOCHS, seed_everything
@@ -236,7 +238,30 @@ def always_anchored(stages: tuple[str, ...], graph: Graph) -> sp.csr_matrix | No
                          shape=graph.adj.shape)
 
 
-def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
+ClassScores = Callable[[Pruning], torch.Tensor]
+"""A label check's :class:`kces.Pruning` → the (n, C) feature class scores it reads on one graph
+(:func:`rule_class_scores`)."""
+
+
+def scores_on(graph: Graph) -> ClassScores:
+    """:func:`rule_class_scores` on ``graph``, each rule's computed once."""
+    return functools.cache(lambda pruning: rule_class_scores(pruning, graph))
+
+
+def tell(stages: tuple[str, ...], graph: Graph, seed: int, svd_rank: int = SVD_RANK) -> Told:
+    """What an adaptive attacker is told of the edge stages of ``stages`` on ``graph`` (``seed``
+    the defence's, ``svd_rank`` SVD's): the chain itself (:func:`edge_defence`), the pairs it
+    always prunes or down-weights (:func:`always_pruned`), the weights it always gives
+    (:func:`always_scaled`), the anchors it joins (:func:`always_anchored`) and the class scores
+    its label check reads (:func:`always_labelled`); those scores computed once for all of them."""
+    class_scores = scores_on(graph)
+    return Told(defend=edge_defence(stages, graph, seed, svd_rank), avoid=always_pruned(stages, graph, class_scores),
+                scale=always_scaled(stages, graph, class_scores), anchor=always_anchored(stages, graph),
+                scores=always_labelled(stages, graph, class_scores))
+
+
+def always_pruned(stages: tuple[str, ...], graph: Graph,
+                  class_scores: ClassScores | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """What a rule-aware attacker reads in the code of the edge stages of ``stages``: the node
     pairs they prune or down-weight wherever those pairs stand in ``graph`` (on its features and
     labels alone), as a function of (2, b) int64 pairs → (b,) bool; None if no stage has such a
@@ -246,13 +271,15 @@ def always_pruned(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tens
     stand for every graph with the same edges between unlabelled nodes) and the pairs of
     unlabelled nodes it down-weights (:func:`always_scaled`); Jaccard's feature similarity below
     its threshold. The KC bound, the featureless checks and SVD depend on the whole graph: not
-    here."""
+    here. ``class_scores``: the rules' class scores on ``graph``, shared by the caller (default
+    :func:`scores_on`)."""
+    class_scores = class_scores or scores_on(graph)
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
     rules = []
     for pruning in [] if is_identity_like(x) else label_checks(stages):
         edges = upper_pairs(graph.adj)  # the graph's edges cast the neighbourhood votes
-        features = rule_class_scores(pruning, graph)  # once, for every rule below
+        features = class_scores(pruning)
         score_sets = label_score_sets(edges, features, node_mask(train, graph.num_nodes), pruning.label_source)
         rules += [lambda pairs, pruning=pruning, scores=scores: (
             candidate_mask(pairs, train, graph.num_nodes, pruning)
@@ -284,40 +311,46 @@ def rule_class_scores(pruning: Pruning, graph: Graph) -> torch.Tensor:
                                 neighbours=feature_neighbours(pruning, graph.num_nodes))
 
 
-def always_labelled(stages: tuple[str, ...], graph: Graph) -> np.ndarray | None:
+def always_labelled(stages: tuple[str, ...], graph: Graph,
+                    class_scores: ClassScores | None = None) -> np.ndarray | None:
     """(n, C) the feature class scores the first KCES stage of ``stages`` with a label check reads
     on ``graph`` (:func:`rule_class_scores`), for an attacker that aims by them; None without one, on
     a featureless graph, or when they are the plain feature class scores (no smoothing), which the
-    attack computes itself."""
+    attack computes itself. ``class_scores``: the rules' class scores on ``graph``, shared by the
+    caller (default :func:`scores_on`)."""
     checks = label_checks(stages)
     if not checks or is_identity_like(torch.from_numpy(graph.features.toarray())):
         return None
-    return rule_class_scores(checks[0], graph).numpy() if feature_neighbours(checks[0], graph.num_nodes) else None
+    if not feature_neighbours(checks[0], graph.num_nodes):
+        return None
+    return (class_scores or scores_on(graph))(checks[0]).numpy()
 
 
 def _unlabelled_disagreement(pruning: Pruning, graph: Graph,
-                             scores: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+                             scores: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """(2, b) pairs → (b,) bool: the pairs of two non-candidate nodes whose feature labels
     disagree, which ``pruning`` (an ``unlabelled_weight`` below 1) down-weights (graph-free);
-    ``scores``: ``graph``'s (n, C) feature class scores when the caller has them."""
+    ``scores``: the (n, C) feature class scores it reads on ``graph``."""
     x, y = torch.from_numpy(graph.features.toarray()), torch.from_numpy(graph.labels)
     train, num_classes = torch.from_numpy(graph.idx_train), int(graph.labels.max()) + 1
-    scores = rule_class_scores(pruning, graph) if scores is None else scores
     return lambda pairs: (~candidate_mask(pairs, train, graph.num_nodes, pruning)
                           & label_disagreement(pairs, x, y, train, num_classes, pruning.label_top_k, scores=scores))
 
 
-def always_scaled(stages: tuple[str, ...], graph: Graph) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def always_scaled(stages: tuple[str, ...], graph: Graph,
+                  class_scores: ClassScores | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The weights a KCES stage that re-weights (an ``unlabelled_weight`` below 1) gives node
     pairs wherever they stand in ``graph``, as (2, b) int64 pairs → (b,) float32 (1 where it leaves
     them), for an attacker who differentiates through them; None without such a stage, or on a
-    featureless graph (there the pairs it down-weights depend on the whole graph)."""
+    featureless graph (there the pairs it down-weights depend on the whole graph). ``class_scores``:
+    the rules' class scores on ``graph``, shared by the caller (default :func:`scores_on`)."""
+    class_scores = class_scores or scores_on(graph)
     x = torch.from_numpy(graph.features.toarray())
     for stage in stages:
         pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
         weight = 1.0 if pruning is None or is_identity_like(x) else unlabelled_weight(pruning, featureless=False)
         if weight < 1.0:
-            flagged = _unlabelled_disagreement(pruning, graph)
+            flagged = _unlabelled_disagreement(pruning, graph, class_scores(pruning))
             return lambda pairs: torch.where(flagged(pairs.cpu()), weight, 1.0).float().to(pairs.device)
     return None
 

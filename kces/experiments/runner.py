@@ -33,8 +33,7 @@ from ..formats import atomic_write, reason
 from ..functional import kc_scores
 from .attacks import AttackedGraphs
 from .datasets import Dataset, Graph, load_dataset
-from .defences import (always_anchored, always_labelled, always_pruned, always_scaled, apply_edge_stages, edge_defence,
-                       edge_stages_key, model_defence_accuracy, parse_defence, skip_reason)
+from .defences import apply_edge_stages, edge_stages_key, model_defence_accuracy, parse_defence, skip_reason, tell
 from .metrics import pruning_quality
 from .models import EPOCHS, accuracy, seed_everything
 from .names import ADAPTIVE, ATTACKS, MODEL_DEFENCES, MODELS, OPTIMIZERS, PREPERTURBED, SEEDLESS, SVD_RANK
@@ -180,16 +179,11 @@ def run_cell(plan: Plan, cell: Cell) -> dict[str, Any]:
         return {**record, "status": "skipped"}
     seed_everything(cell.seed)
 
-    defend = edge_defence(stages, dataset.graph, 0 if cell.attack in SEEDLESS else cell.seed, plan.svd_rank)
     attacked = edge_stages_key(stages, plan.svd_rank)
-    # what the adaptive attacker is told, only when it attacks (not when its graph is cached)
-    told = cell.attack in ADAPTIVE and not plan.graphs.path(dataset, cell.attack, cell.rate, cell.seed,
-                                                            attacked).is_file()
-    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, defend,
-                            always_pruned(stages, dataset.graph) if told else None,
-                            always_scaled(stages, dataset.graph) if told else None,
-                            always_anchored(stages, dataset.graph) if told else None,
-                            always_labelled(stages, dataset.graph) if told else None)
+    told = None  # what the adaptive attacker is told, only when it attacks (not when its graph is cached)
+    if cell.attack in ADAPTIVE and not plan.graphs.path(dataset, cell.attack, cell.rate, cell.seed, attacked).is_file():
+        told = tell(stages, dataset.graph, 0 if cell.attack in SEEDLESS else cell.seed, plan.svd_rank)
+    graph = plan.graphs.get(dataset, cell.attack, cell.rate, cell.seed, attacked, told)
     nodes = graph.target_nodes if cell.attack == "nettack" else graph.idx_test
     defended = apply_edge_stages(stages, graph, cell.seed, plan.svd_rank)
     record["defence_time_s"] = defended.seconds
