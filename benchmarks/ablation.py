@@ -4,9 +4,10 @@
 Variants (first-order KC, linear kernel, S = training nodes): ``kces`` (the package default:
 the KC bound and the label check by each unlabelled node's top class, from its features smoothed
 over its nearest feature neighbours and from its neighbourhood vote, both of which must agree,
-and the edges between unlabelled nodes whose feature labels disagree at half their weight),
-``kces-soft-half`` (the default before: each node's own features, not smoothed) and ``kces-both``
-(the default before that: without the down-weighting); of the rule with graph-free feature labels
+and the edges between unlabelled nodes whose feature labels disagree at a quarter of their weight),
+``kces-smooth-half`` (the default before: the same at half the weight), ``kces-soft-half`` (the one
+before: each node's own features, not smoothed) and ``kces-both`` (the one before that: without
+the down-weighting); of the rule with graph-free feature labels
 (``kces-features``), ``kces-top10`` (the paper's literal reading: prune the 10% highest-KC
 edges), ``kces-kc-only`` (the KC bound, no label check), ``kces-labels-only`` (the label check,
 no KC bound), ``kces-k2`` (two hops), ``kces-top2`` (an earlier default: an unlabelled node's two
@@ -37,9 +38,9 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "ablation"
-DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-soft-half", "kces-both", "kces-nbr",
-            "kces-features", "kces-k2", "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "anchor",
-            "kces-both+anchor"]
+DEFENCES = ["none", "kces-top10", "kces-kc-only", "kces-labels-only", "kces", "kces-smooth-half", "kces-soft-half",
+            "kces-both", "kces-nbr", "kces-features", "kces-k2", "kces-top2", "kces-nbr-labels-only",
+            "kces-both-labels-only", "anchor", "kces-both+anchor"]
 
 
 def grids(seeds: int) -> list[dict]:

@@ -12,9 +12,9 @@ against a surrogate trained on the clean graph, whose adaptive version
 (``prbcd_through_defence``) trains the surrogate on what the defence keeps and re-spends what it
 prunes, and against a defence that prunes some pairs wherever they stand (KCES's label check,
 Jaccard: ``kces.experiments.defences.always_pruned``) also runs never flipping those, and against
-one that down-weights some (the default, ``kces-soft-half``, ``kces-soft``: ``always_scaled``) also through
-those weights, keeping
-the poisoned graph that fools its surrogate more (2 seeds: 1–3 minutes per adaptive cell); and
+one that down-weights some (the default, ``kces-smooth-half``, ``kces-soft-half``, ``kces-soft``:
+``always_scaled``) also through those weights, keeping the poisoned graph that fools its
+surrogate more (2 seeds: 1–3 minutes per adaptive cell); and
 Meta-Self, a meta-gradient poisoning attack (``kces.experiments.metagradient``), whose adaptive
 version (``meta_self_through_defence``) takes its meta-gradients on what the defence keeps,
 re-spends what it prunes and also tries avoiding the training nodes' pairs altogether, keeping
@@ -23,10 +23,11 @@ and defence, shared by the seeds: 0.5–3 minutes per graph). Model defences (RG
 stage to query, so their adaptive attack is the non-adaptive one. Against ``kces-both+anchor``
 (the default before 2026-11-28, ``kces-both``, joined by the opt-in feature anchors) the adaptive
 attacks run ``kces-both`` in their loop and the PRBCD and Meta-Self surrogates see the anchors
-(graph-free, given to the attacker); likewise against ``kces-soft-half+anchor`` and ``kces+anchor``,
-the default before and the default joined by them. The vote-moving attack aims by the class
-scores the cell's label check reads (the default's smoothed feature labels,
-``kces.experiments.defences.always_labelled``). A fourth family is rule-aware by construction and has no
+(graph-free, given to the attacker); likewise against ``kces-soft-half+anchor``,
+``kces-smooth-half+anchor`` and ``kces+anchor``, the two defaults before and the default joined by
+them. What each adaptive attack is told comes from ``kces.experiments.defences.tell``. The
+vote-moving attack aims by the class scores the cell's label check reads (the default's smoothed
+feature labels, ``kces.experiments.defences.always_labelled``). A fourth family is rule-aware by construction and has no
 adaptive version: ``trainhub``, insertions from the training nodes to the best-connected nodes of
 other classes (``kces.experiments.attacks.train_hubs``), which share neighbours with each other
 and so pass a check that trusts shared neighbours; and two versions that keep every node's
@@ -51,8 +52,9 @@ from kces.experiments.datasets import load_dataset
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "adaptive"
-DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces-soft-half", "kces-both", "kces-both+jaccard", "kces-nbr",
-            "kces-features", "kces-soft", "kces-both+anchor", "kces-soft-half+anchor", "kces+anchor"]
+DEFENCES = ["none", "jaccard", "svd", "rgcn", "kces", "kces-smooth-half", "kces-soft-half", "kces-both",
+            "kces-both+jaccard", "kces-nbr", "kces-features", "kces-soft", "kces-both+anchor", "kces-soft-half+anchor",
+            "kces-smooth-half+anchor", "kces+anchor"]
 
 
 def main() -> int:

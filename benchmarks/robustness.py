@@ -3,15 +3,17 @@ without KCES — a front-end to the ``kces bench`` runner and ``kces report``.
 
 Per dataset: Metattack 0–25% (test split), Nettack 1–5 perturbations per target (its target
 nodes), DICE 20% (live, seeded by the cell's seed); defences none, Jaccard, SVD (rank 50),
-KCES (the default), the default before (``kces-soft-half``: feature labels read off each node's
-own features, not smoothed over its nearest feature neighbours), the default before that
-(``kces-both``: without down-weighting the edges between unlabelled nodes whose feature labels
-disagree) and that
+KCES (the default), the default before (``kces-smooth-half``: the edges between unlabelled nodes
+whose feature labels disagree at half their weight, not a quarter), the one before
+(``kces-soft-half``: feature labels read off each node's own features, not smoothed over its
+nearest feature neighbours), the one before that (``kces-both``: without down-weighting those
+edges) and that
 rule followed by Jaccard (``kces-both+jaccard``), the neighbourhood and feature-label variants
 ``kces-nbr`` and ``kces-features`` (earlier defaults), ``kces-soft`` (``kces-both`` down-weighting
-those edges to 0.25; the default's weight is 0.5), ``kces-both+anchor`` (``kces-both`` joined by
-the opt-in feature anchors, ``kces.anchors``; graphs with features), ``kces-soft-half+anchor`` and
-``kces+anchor`` (the default joined by them); GCN
+those edges to 0.25, with each node's own feature labels), ``kces-both+anchor`` (``kces-both``
+joined by the opt-in feature anchors, ``kces.anchors``; graphs with features),
+``kces-soft-half+anchor``, ``kces-smooth-half+anchor`` and ``kces+anchor`` (the default joined by
+them); GCN
 trained as DeepRobust's ``GCN``; 5 seeds. Results, tables and figures go to
 ``benchmarks/results/robustness/`` (``results.jsonl``, ``report.md``, ...); an interrupted run
 continues where it stopped.
@@ -29,8 +31,9 @@ import torch
 from kces.experiments.runner import run_grids
 
 OUT = Path(__file__).parent / "results" / "robustness"
-DEFENCES = ["none", "jaccard", "svd", "kces", "kces-soft-half", "kces-both", "kces-both+jaccard", "kces-nbr",
-            "kces-features", "kces-soft", "kces-both+anchor", "kces-soft-half+anchor", "kces+anchor"]
+DEFENCES = ["none", "jaccard", "svd", "kces", "kces-smooth-half", "kces-soft-half", "kces-both", "kces-both+jaccard",
+            "kces-nbr", "kces-features", "kces-soft", "kces-both+anchor", "kces-soft-half+anchor",
+            "kces-smooth-half+anchor", "kces+anchor"]
 GRIDS = [dict(attacks=["meta", "nettack"], rates=[0, 0.05, 0.1, 0.15, 0.2, 0.25],
               nettack_perturbations=[1, 2, 3, 4, 5]),
          dict(attacks=["dice"], rates=[0.2], nettack_perturbations=[5])]

@@ -8,7 +8,8 @@ edge goes when either disagrees), that rule also down-weighting the edges betwee
 nodes whose feature labels disagree (``kces-soft``, added later: adopted on featureless graphs only;
 and at half the weight, ``kces-soft-half``, added later still: the default on graphs with features
 from 2026-11-28's fourth session; and that rule reading its feature labels off features smoothed
-over the nearest feature neighbours, ``kces``, the default since the fifth) — and
+over the nearest feature neighbours, ``kces-smooth-half``, the default of the fifth; and that at a
+quarter of the weight, ``kces``, the default since the sixth) — and
 no defence (for reference) face the adaptive attacks too. GCN
 accuracy (DeepRobust's recipe, seeds 0..``--seeds``-1) on the *validation* nodes of Cora and
 Citeseer (and featureless Polblogs, without the vote-moving attack and with the two rule-aware
@@ -47,7 +48,8 @@ from selection import aimed_at_validation, built, in_earlier_order, measure, sce
 
 OUT = Path(__file__).parent / "results" / "selection_adaptive.json"
 CACHE = Path(__file__).parent / "results" / "adaptive" / "cache"
-CANDIDATES = ("none", "kces-features", "kces-nbr", "kces-both", "kces-soft", "kces-soft-half", "kces")
+CANDIDATES = ("none", "kces-features", "kces-nbr", "kces-both", "kces-soft", "kces-soft-half", "kces-smooth-half",
+              "kces")
 ADAPTIVE_SCENARIOS = ("metaself-adaptive", "trainlink-adaptive", "votelink-adaptive", "prbcd-val, rule-aware")
 
 

@@ -62,8 +62,7 @@ def _add_sanitize(commands: argparse._SubParsersAction) -> ArgumentParser:
                      "(default: the measured rule)")
     cmd.add_argument("--unlabelled-weight", type=float,
                      help="the weight kept by an edge between two unlabelled nodes whose graph-free labels disagree: "
-                     "1 leaves them (a 0/1 graph stays 0/1), 0 prunes them (default: 0.5 with node features, "
-                     "0.25 without)")
+                     "1 leaves them (a 0/1 graph stays 0/1), 0 prunes them (default: 0.25)")
     cmd.add_argument("--feature-neighbours", type=int,
                      help="read the feature labels off features averaged over each node's this many nearest nodes "
                      "by feature cosine; 0 reads its own (default: 20 up to 20,000 nodes, 0 above)")

@@ -129,10 +129,10 @@ class Pruning(_Options):
             an edge between two non-candidate nodes whose graph-free labels disagree (feature
             labels; on a featureless graph the overlap check): 1 leaves them alone, 0 prunes them,
             in between the output carries edge weights (:attr:`kces.Sanitized.edge_weight`).
-            ``"auto"``: :data:`kces.prune.AUTO_UNLABELLED_WEIGHT`, 0.5 on graphs with features and
-            0.25 on featureless graphs (chosen on validation nodes under attacks that know the
-            rule, README; 1 was the default on graphs with features until 2026-11-28). A number
-            below 1 needs the label check; without it ``"auto"`` is 1.
+            ``"auto"``: :data:`kces.prune.AUTO_UNLABELLED_WEIGHT`, 0.25 on graphs with and
+            without features (each chosen on validation nodes under attacks that know the rule,
+            README; on graphs with features 1 until 2026-11-28's fourth session, then 0.5 until
+            its sixth). A number below 1 needs the label check; without it ``"auto"`` is 1.
         feature_neighbours (int >= 0 or ``"auto"``, default ``"auto"``): the feature labels are
             read off each node's features averaged twice over the graph of its
             ``feature_neighbours`` nearest nodes by feature cosine (graph-free,

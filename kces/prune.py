@@ -34,11 +34,12 @@ from .options import Pruning
 
 AUTO_THRESHOLD_SCALE = 2.0
 """``threshold="auto"`` prunes candidates with KC above this multiple of the mean |KC|."""
-AUTO_UNLABELLED_WEIGHT = {"features": 0.5, "featureless": 0.25}
+AUTO_UNLABELLED_WEIGHT = {"features": 0.25, "featureless": 0.25}
 """``unlabelled_weight="auto"``: the weight kept by an edge between two unlabelled nodes whose
 feature labels disagree (``"features"``) or, on a featureless graph, that the overlap check flags
 (``"featureless"``); each chosen on validation nodes under attacks that know the rule
-(``benchmarks/selection_adaptive.py``: Cora and Citeseer; Polblogs)."""
+(``benchmarks/selection_adaptive.py``: Cora and Citeseer; Polblogs). With features it was 0.5
+from 2026-11-28's fourth session to its sixth."""
 
 AUTO_FEATURE_NEIGHBOURS = 20
 """``feature_neighbours="auto"``: the feature labels are read off features averaged over each

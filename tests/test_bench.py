@@ -104,8 +104,8 @@ def test_skip_reasons(tiny: Dataset, tmp_path: Path) -> None:
 def test_edge_stages(tiny: Dataset) -> None:
     graph = tiny.graph
     chained = apply_edge_stages(("kces", "jaccard", "svd"), graph, seed=0, svd_rank=5)
-    # the default's weights (half on the edges between unlabelled nodes it flags), after Jaccard's pruning
-    assert chained.pruned.nnz < graph.adj.nnz and set(np.unique(chained.pruned.data)) == {0.5, 1.0}
+    # the default's weights (a quarter on the edges between unlabelled nodes it flags), after Jaccard's pruning
+    assert chained.pruned.nnz < graph.adj.nnz and set(np.unique(chained.pruned.data)) == {0.25, 1.0}
     assert np.linalg.matrix_rank(chained.adj.toarray(), tol=1e-4) <= 5 and chained.seconds > 0
     kces_only = apply_edge_stages(("kces",), graph, seed=0)
     assert edge_difference(kces_only.adj, graph.adj).size == 0 and (kces_only.adj is kces_only.pruned or
@@ -347,6 +347,7 @@ def test_edge_stages_key_names_the_edge_stages_and_hashes_their_settings(monkeyp
     # that the graphs cached under the earlier keys stand; "auto" is hashed with the constant it reads
     assert key(("kces-nbr",)) == "kces-nbr-e971394f"
     assert key(("kces-soft-half",)) == "kces-soft-half-32b65f97"
+    assert key(("kces-smooth-half",)) == "kces-smooth-half-f48698b7"  # the default of the fifth session
     for weight, neighbours in ((1.0, 0), (0.5, 0), (1.0, 20)):
         monkeypatch.setitem(defences.KCES_VARIANTS, "kces", (
             Pruning(unlabelled_weight=weight, feature_neighbours=neighbours), Complexity()))
@@ -676,8 +677,8 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
         inserted = graph.adj + sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32),
                                               (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
         kept = apply_edge_stages(stages, graph.with_adj(inserted), seed=0).adj
-        # the default down-weights the flagged pairs of two unlabelled nodes to half, prunes the rest
-        assert np.asarray(kept[u, v]).max() == (0.5 if stages == ("kces",) else 0.0)
+        # the default down-weights the flagged pairs of two unlabelled nodes to a quarter, prunes the rest
+        assert np.asarray(kept[u, v]).max() == (0.25 if stages == ("kces",) else 0.0)
     # neighbourhood labels come from the graph's neighbourhoods, not from the features alone; kces-both reads both
     by_features, by_votes = (always_pruned((stage,), graph)(pairs) for stage in ("kces-features", "kces-nbr"))
     assert not torch.equal(by_votes, by_features)
@@ -692,6 +693,8 @@ def test_always_pruned_is_what_the_defence_prunes_wherever_it_stands(tiny: Datas
     unlabelled = ~at_training & always_pruned(("kces-soft-half",), graph)(pairs)
     assert torch.equal(always_pruned(("kces",), graph)(pairs), by_votes | by_features | unlabelled)
     monkeypatch.undo()
+    # the fifth session's default flags the same pairs (it keeps them at half the weight, not a quarter)
+    assert torch.equal(always_pruned(("kces-smooth-half",), graph)(pairs), always_pruned(("kces",), graph)(pairs))
     jaccard = always_pruned(("jaccard",), graph)(pairs)
     u, v = pairs[:, ~jaccard].numpy()
     inserted = sp.csr_matrix((np.ones(2 * u.size, dtype=np.float32), (np.r_[u, v], np.r_[v, u])), shape=graph.adj.shape)
@@ -968,7 +971,7 @@ def test_tell_is_what_each_part_tells_with_the_class_scores_computed_once(tiny: 
     assert abs(told.defend(graph.adj) - defences.edge_defence(stages, graph, 0)(graph.adj)).max() == 0
     assert torch.equal(told.avoid(pairs), defences.always_pruned(stages, graph)(pairs))
     scale = told.scale(pairs)
-    assert torch.equal(scale, defences.always_scaled(stages, graph)(pairs)) and set(scale.tolist()) == {0.5, 1.0}
+    assert torch.equal(scale, defences.always_scaled(stages, graph)(pairs)) and set(scale.tolist()) == {0.25, 1.0}
     assert abs(told.anchor - defences.always_anchored(stages, graph)).max() == 0
     np.testing.assert_array_equal(told.scores, defences.always_labelled(stages, graph))
     jaccard = defences.tell(("jaccard",), graph, 0)

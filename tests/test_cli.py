@@ -54,7 +54,7 @@ def test_sanitize_bench_report_end_to_end(tiny: Path, tmp_path: Path, capsys) ->
         kept, full = (sp.csr_matrix((f["adj_data"], f["adj_indices"], f["adj_indptr"]), shape=f["adj_shape"])
                       for f in (after, before))
     assert 0 < kept.nnz < full.nnz and (kept != kept.T).nnz == 0 and (kept - full).max() <= 0
-    assert set(np.unique(kept.data)) == {0.5, 1.0}  # the default down-weights to half, with features too
+    assert set(np.unique(kept.data)) == {0.25, 1.0}  # the default down-weights to a quarter, with features too
 
     out = tmp_path / "run"
     code = bench(tiny, out, "--attacks", "dice,random", "--rates", "0,0.1",
@@ -411,14 +411,14 @@ def test_sanitize_with_anchors_is_anchor_adj_after_sanitize_adj(tiny: Path, tmp_
     from kces.formats import random_split, read_npz
 
     out = tmp_path / "anchored.npz"
-    assert main(["sanitize", str(tiny), str(out), "--anchors", "--anchor-k", "4", "--anchor-weight", "0.25"]) == 0
+    assert main(["sanitize", str(tiny), str(out), "--anchors", "--anchor-k", "4", "--anchor-weight", "0.125"]) == 0
     adj, features, labels, _ = read_npz(tiny)
     sanitized = sp.csr_matrix(sanitize_adj(adj, features, labels, random_split(labels, 0, 0.1, 0.0)[0], device="cpu"))
-    expected = sp.csr_matrix(anchor_adj(sanitized, features, anchoring=Anchoring(k=4, weight=0.25), device="cpu"))
+    expected = sp.csr_matrix(anchor_adj(sanitized, features, anchoring=Anchoring(k=4, weight=0.125), device="cpu"))
     written = _written_adj(out)
     assert written.dtype == np.float32 and abs(written - expected).max() == 0 and written.nnz == expected.nnz
-    assert set(np.unique(written.data).tolist()) == {0.25, 0.5, 1.0}  # anchors, down-weighted edges, the rest
-    added = int((sp.triu(written, k=1).data == 0.25).sum())
+    assert set(np.unique(written.data).tolist()) == {0.125, 0.25, 1.0}  # anchors, down-weighted edges, the rest
+    added = int((sp.triu(written, k=1).data == 0.125).sum())
     pruned, reweighted = (adj.nnz - sanitized.nnz) // 2, int((sp.triu(sanitized, k=1).data < 1).sum())
     assert added > 0 and reweighted > 0
     assert f"({pruned} pruned, {reweighted} re-weighted, {added} anchors added)" in capsys.readouterr().out

@@ -127,12 +127,12 @@ def test_transform_keeps_other_attributes_and_aligns_edge_attributes():
     assert out.edge_attr.shape == (e_out, 2) and out.edge_weight.shape == (e_out,) and out.edge_type.shape == (e_out,)
     before = {tuple(p): (a.tolist(), float(w), int(t)) for p, a, w, t in
               zip(data.edge_index.T.tolist(), data.edge_attr, data.edge_weight, data.edge_type)}
-    halved = 0
+    scaled = 0
     for p, a, w, t in zip(out.edge_index.T.tolist(), out.edge_attr, out.edge_weight, out.edge_type):
         attr, weight, kind = before[tuple(p)]
-        assert (a.tolist(), int(t)) == (attr, kind) and float(w) in (weight, 0.5 * weight)
-        halved += float(w) != weight
-    assert halved > 0  # the default halves the edges between unlabelled nodes whose feature labels disagree
+        assert (a.tolist(), int(t)) == (attr, kind) and float(w) in (weight, 0.25 * weight)
+        scaled += float(w) != weight
+    assert scaled > 0  # the default quarters the edges between unlabelled nodes whose feature labels disagree
     # still undirected, with symmetric weights
     assert is_undirected(out.edge_index, out.edge_weight, num_nodes=N)
     assert is_undirected(out.edge_index, num_nodes=N)
@@ -363,7 +363,7 @@ def test_sanitize_adj_weighted_and_dense():
     out = kces.sanitize_adj(adj, data.x.numpy(), data.y.numpy(), idx_train, device="cpu")
     kept = out.tocoo()
     factor = kept.data / np.asarray(adj[kept.row, kept.col]).ravel()
-    assert set(np.unique(factor)) == {0.5, 1.0}  # weights kept, halved where the default down-weights
+    assert set(np.unique(factor)) == {0.25, 1.0}  # weights kept, quartered where the default down-weights
     coo = adj.tocoo()
     ei = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     result = kces.sanitize(ei, data.x, data.y, torch.from_numpy(idx_train),
@@ -406,10 +406,10 @@ def test_sanitize_networkx():
     assert list(out.nodes) == list(graph.nodes)
     assert out.graph == {"title": "planted"}
     assert all(out.nodes[v] == graph.nodes[v] for v in graph.nodes)
-    # edge attributes kept; the edges the default down-weights get weight 0.5 (1 without one)
-    assert all(out.edges[u, v] == {**graph.edges[u, v], **({"weight": 0.5} if "weight" in out.edges[u, v] else {})}
+    # edge attributes kept; the edges the default down-weights get weight 0.25 (1 without one)
+    assert all(out.edges[u, v] == {**graph.edges[u, v], **({"weight": 0.25} if "weight" in out.edges[u, v] else {})}
                for u, v in out.edges)
-    assert {out.edges[e].get("weight", 1.0) for e in out.edges} == {0.5, 1.0}
+    assert {out.edges[e].get("weight", 1.0) for e in out.edges} == {0.25, 1.0}
     removed = {tuple(sorted((graph.nodes[u]["index"], graph.nodes[v]["index"])))
                for u, v in graph.edges if not out.has_edge(u, v)}
     assert set(planted) <= removed and len(removed) < graph.number_of_edges() / 2
@@ -601,13 +601,13 @@ def test_unlabelled_weight_on_a_featureless_graph_follows_the_structural_check()
     torch.testing.assert_close(result.edge_weight, torch.where(flagged, 0.5, 1.0)[result.edge_mask])
 
 
-def test_unlabelled_weight_auto_is_half_with_features_and_a_quarter_without():
+def test_unlabelled_weight_auto_is_a_quarter_with_and_without_features():
     from kces.prune import AUTO_UNLABELLED_WEIGHT
 
-    assert AUTO_UNLABELLED_WEIGHT == {"features": 0.5, "featureless": 0.25}
+    assert AUTO_UNLABELLED_WEIGHT == {"features": 0.25, "featureless": 0.25}
     data = noisy_problem()
     args = (data.edge_index, data.y, data.train_mask)
-    for x, weight in ((None, 0.25), (data.x, 0.5)):
+    for x, weight in ((None, 0.25), (data.x, 0.25)):
         auto = kces.sanitize(args[0], x, *args[1:])
         explicit = kces.sanitize(args[0], x, *args[1:], pruning=dict(unlabelled_weight=weight))
         assert set(auto.edge_weight.tolist()) == {weight, 1.0}

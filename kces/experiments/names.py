@@ -16,7 +16,7 @@ seed, like the pre-perturbed ones (an adaptive one runs the defence in its loop 
 ATTACKS = PREPERTURBED + LIVE + ADAPTIVE
 EDGE_STAGES = ("kces", "kces-both", "kces-nbr", "kces-features", "kces-top10", "kces-kc-only", "kces-labels-only",
                "kces-k2", "kces-top2", "kces-nbr-labels-only", "kces-both-labels-only", "kces-soft", "kces-soft-half",
-               "jaccard", "svd", "anchor")
+               "kces-smooth-half", "jaccard", "svd", "anchor")
 MODEL_DEFENCES = ("rgcn", "prognn")
 DEFENCES = ("none", *EDGE_STAGES, *MODEL_DEFENCES)
 MODELS = ("gcn", "gat")
