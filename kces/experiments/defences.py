@@ -297,11 +297,15 @@ def always_pruned(stages: tuple[str, ...], graph: Graph,
     return lambda pairs: torch.stack([rule(pairs) for rule in rules]).any(0)
 
 
+def kces_rules(stages: tuple[str, ...]) -> list[Pruning]:
+    """The :class:`kces.Pruning` of each KCES stage of ``stages``, in order."""
+    return [KCES_VARIANTS[stage][0] for stage in stages if stage in KCES_VARIANTS]
+
+
 def label_checks(stages: tuple[str, ...]) -> list[Pruning]:
     """The :class:`kces.Pruning` of each KCES stage of ``stages`` whose label check runs (not a
     ``ratio`` rule), in order: the rules whose pairs and labels an attacker reads off the code."""
-    rules = [KCES_VARIANTS[stage][0] for stage in stages if stage in KCES_VARIANTS]
-    return [rule for rule in rules if rule.label_check and rule.ratio is None]
+    return [rule for rule in kces_rules(stages) if rule.label_check and rule.ratio is None]
 
 
 def rule_class_scores(pruning: Pruning, graph: Graph) -> torch.Tensor:
@@ -321,9 +325,8 @@ def always_labelled(stages: tuple[str, ...], graph: Graph,
     attack computes itself. ``class_scores``: the rules' class scores on ``graph``, shared by the
     caller (default :func:`scores_on`)."""
     checks = label_checks(stages)
-    if not checks or is_identity_like(torch.from_numpy(graph.features.toarray())):
-        return None
-    if not feature_neighbours(checks[0], graph.num_nodes):
+    if (not checks or is_identity_like(torch.from_numpy(graph.features.toarray()))
+            or not feature_neighbours(checks[0], graph.num_nodes)):
         return None
     return (class_scores or scores_on(graph))(checks[0]).numpy()
 
@@ -346,11 +349,11 @@ def always_scaled(stages: tuple[str, ...], graph: Graph,
     them), for an attacker who differentiates through them; None without such a stage, or on a
     featureless graph (there the pairs it down-weights depend on the whole graph). ``class_scores``:
     the rules' class scores on ``graph``, shared by the caller (default :func:`scores_on`)."""
+    if is_identity_like(torch.from_numpy(graph.features.toarray())):
+        return None
     class_scores = class_scores or scores_on(graph)
-    x = torch.from_numpy(graph.features.toarray())
-    for stage in stages:
-        pruning = KCES_VARIANTS[stage][0] if stage in KCES_VARIANTS else None
-        weight = 1.0 if pruning is None or is_identity_like(x) else unlabelled_weight(pruning, featureless=False)
+    for pruning in kces_rules(stages):
+        weight = unlabelled_weight(pruning, featureless=False)
         if weight < 1.0:
             flagged = _unlabelled_disagreement(pruning, graph, class_scores(pruning))
             return lambda pairs: torch.where(flagged(pairs.cpu()), weight, 1.0).float().to(pairs.device)
