@@ -181,6 +181,24 @@ def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path: Path) -> None:
     assert step["shape"] == [32, 32] and all(step[name] > 0 for name in ("Muon", "HTMuon", "torch.optim.Muon"))
 
 
+def test_the_readme_tables_are_the_records() -> None:
+    """Every table ``benchmarks/readme_tables.py`` makes from the committed records is in the README
+    as it prints it: a record changed without the README (or the reverse) fails here."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    printed = subprocess.run([sys.executable, str(root / "benchmarks" / "readme_tables.py")], check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+    tables = [block.split(" -->\n", 1) for block in printed.split("<!-- ")[1:]]
+    assert [name for name, _ in tables] == ["published", "metaself", "trainlink", "votelink", "prbcd", "hubs",
+                                            "worst", "ablation"]
+    readme = (root / "README.md").read_text()
+    assert "| **KCES (default)** | 79.1 / 72.8 (−6.3) |" in printed  # the default under (adaptive) Meta-Self, Cora
+    for name, table in tables:
+        assert table.strip() in readme, name
+
+
 def _surrogate_loss(graph, adj) -> float:
     """Cross-entropy on the training nodes of a GCN trained on the clean graph, propagated over ``adj``."""
     import torch.nn.functional as F
