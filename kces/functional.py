@@ -90,10 +90,14 @@ def sanitize(edge_index: Tensor, x: Tensor | None, y: Tensor, train_mask: Tensor
         def disagreement(source: str) -> Tensor:
             return label_disagreement(pairs, problem.x, problem.y, problem.train_nodes, problem.num_classes,
                                       pruning.label_top_k, source, class_scores)
-        disagree = disagreement(pruning.label_source)
-        if weight < 1.0:  # graph-free labels: the feature labels alone
-            unlabelled = ~candidates & (disagree if featureless or pruning.label_source == "features"
-                                        else disagreement("features"))
+        if featureless or weight == 1.0 or pruning.label_source == "features":
+            disagree = by_features = disagreement(pruning.label_source)
+        else:  # the down-weighting reads the graph-free feature labels alone: computed once for both
+            by_features, disagree = disagreement("features"), disagreement("neighbourhood")
+            if pruning.label_source == "both":
+                disagree = disagree | by_features
+        if weight < 1.0:
+            unlabelled = ~candidates & by_features
     pruned = prune_mask(scores, candidates, disagree, pruning)
     factor = None
     if unlabelled is not None:
