@@ -121,8 +121,12 @@ def worst() -> str:
 
 def ablation() -> str:
     grid = Grid("ablation")
-    rows = [[ds, label, *(f"**{cell}**" if d == "kces" and cell[0].isdigit() else cell
-                          for d in ABLATION for cell in [grid.cells([(ds, attack, rate, d)])])]
+
+    def cell(key: tuple) -> str:
+        text = grid.cells([key])
+        return f"**{text}**" if key[3] == "kces" and key in grid.mean else text
+
+    rows = [[ds, label, *(cell((ds, attack, rate, d)) for d in ABLATION)]
             for ds in DATASETS for attack, rate, label in SCENARIOS]
     return _table(["dataset", "scenario", *("**default**" if d == "kces" else f"`{d}`" for d in ABLATION)], rows)
 
