@@ -12,12 +12,13 @@ in %, mean over the seeds; "n/a": the defence does not apply (skipped), "–": n
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from kces.experiments.names import ADAPTIVE_OF
-from kces.experiments.report import accuracy_rows, latest
+from kces.experiments.report import accuracy_rows, adaptive_cell, latest, markdown_table
 from kces.experiments.results import read_results
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,13 +61,18 @@ class Grid:
         return " / ".join(f"{self.mean[key]:.1f}" for key in keys)
 
 
+@functools.cache
+def _grid(name: str) -> Grid:
+    """``name``'s records, read once per run."""
+    return Grid(name)
+
+
 def _name(defence: str) -> str:
     return NAMES.get(defence, f"`{defence}`")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return "\n".join(markdown_table(header, rows)).rstrip("\n")
 
 
 def _minus(text: str) -> str:
@@ -74,7 +80,7 @@ def _minus(text: str) -> str:
 
 
 def published() -> str:
-    grid = Grid("robustness")
+    grid = _grid("robustness")
     rows = [[_name(d), *(grid.cells([(ds, "meta", 0, d), (ds, "meta", RATE, d), (ds, "nettack", 5, d),
                                      (ds, "dice", RATE, d)]) for ds in DATASETS)]
             for d in DEFENCES if d != "rgcn"]
@@ -83,29 +89,28 @@ def published() -> str:
 
 def family(adaptive: str) -> str:
     """Each defence under ``adaptive``'s non-adaptive attack / under ``adaptive`` (difference)."""
-    grid, plain = Grid("adaptive"), ADAPTIVE_OF[adaptive]
+    grid, plain = _grid("adaptive"), ADAPTIVE_OF[adaptive]
     datasets = [ds for ds in DATASETS if any(k[:2] == (ds, adaptive) for k in grid.mean)]
     rows = []
     for d in DEFENCES:
         row = [_name(d)]
         for ds in datasets:
             before, after = (ds, plain, RATE, d), (ds, adaptive, RATE, d)
-            row.append(_minus(f"{grid.mean[before]:.1f} / {grid.mean[after]:.1f} "
-                              f"({grid.mean[after] - grid.mean[before]:+.1f})")
+            row.append(_minus(adaptive_cell(grid.mean[before], grid.mean[after]))
                        if before in grid.mean and after in grid.mean else grid.missing([before, after]))
         rows.append(row)
     return _table(["defence", *(ds.capitalize() for ds in datasets)], rows)
 
 
 def hubs() -> str:
-    grid = Grid("adaptive")
+    grid = _grid("adaptive")
     rows = [[_name(d), *(grid.cells([(ds, hub, RATE, d) for hub in HUBS]) for ds in DATASETS)] for d in DEFENCES]
     return _table(["defence", "Cora", "Citeseer", "Polblogs"], rows)
 
 
 def worst() -> str:
     """Each defence's lowest accuracy over the adaptive grid's attacks, and which attack."""
-    grid = Grid("adaptive")
+    grid = _grid("adaptive")
     rows = []
     for d in DEFENCES:
         row = [_name(d)]
@@ -121,7 +126,7 @@ def worst() -> str:
 
 
 def ablation() -> str:
-    grid = Grid("ablation")
+    grid = _grid("ablation")
 
     def cell(key: tuple) -> str:
         text = grid.cells([key])

@@ -105,9 +105,16 @@ def _rate_label(attack: str) -> str:
     return "perturbations per target node" if attack == "nettack" else "perturbation rate (share of edges)"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table, and an empty line after it."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def adaptive_cell(plain: float, known: float) -> str:
+    """Accuracy (%) under an attack not knowing the defence / under its adaptive version
+    (difference)."""
+    return f"{plain:.1f} / {known:.1f} ({known - plain:+.1f})"
 
 
 def _accuracy_section(records: list[dict[str, Any]], rows: list[dict[str, Any]], figures: set[str]) -> list[str]:
@@ -122,7 +129,7 @@ def _accuracy_section(records: list[dict[str, Any]], rows: list[dict[str, Any]],
             keys = [(dataset, attack, rate, d, model, optimizer) for d in defences]
             table.append([f"{rate:g}", *(mean.get(k, status.get((rate, k[3]), "")) for k in keys)])
         lines += [f"### {dataset} · {attack} · {model} · {optimizer}", "",
-                  *_table([_rate_label(attack), *defences], table)]
+                  *markdown_table([_rate_label(attack), *defences], table)]
         figure = f"accuracy_{_slug(dataset, attack, model, optimizer)}.png"
         if figure in figures:
             lines += [f"![accuracy vs rate]({figure})", ""]
@@ -150,11 +157,10 @@ def _adaptive_section(rows: list[dict[str, Any]]) -> list[str]:
             for defence in defences:
                 plain = mean.get((dataset, attack, rate, defence, model, optimizer))
                 known = mean.get((dataset, adaptive, rate, defence, model, optimizer))
-                row.append("" if plain is None or known is None
-                           else f"{plain:.1f} / {known:.1f} ({known - plain:+.1f})")
+                row.append("" if plain is None or known is None else adaptive_cell(plain, known))
             table.append(row)
         lines += [f"### {dataset} · {attack} vs {adaptive} · {model} · {optimizer}", "",
-                  *_table([_rate_label(attack), *defences], table)]
+                  *markdown_table([_rate_label(attack), *defences], table)]
     return lines
 
 
@@ -176,14 +182,14 @@ def _pruning_section(records: list[dict[str, Any]]) -> list[str]:
                                              for k, digits in (("pruned", 0), ("precision", 2), ("recall", 2)))
                 row.append(f"{pruned} ({precision} / {recall})" if cell else "")
             table.append(row)
-        lines += [f"### {dataset} · {attack}", "", *_table([_rate_label(attack), *defences], table)]
+        lines += [f"### {dataset} · {attack}", "", *markdown_table([_rate_label(attack), *defences], table)]
     return lines
 
 
 def _other_sections(records: list[dict[str, Any]], times: list[dict[str, Any]], kc_figures: list[str]) -> list[str]:
     lines = ["## Time per cell (s)", "", "Edge stages of the defence (mean ± std) and the training of the model "
              "(mean; for rgcn/prognn this is the defence).", ""]
-    lines += _table(["dataset", "defence", "cells", "defence", "training"],
+    lines += markdown_table(["dataset", "defence", "cells", "defence", "training"],
                     [[r["dataset"], r["defence"], str(r["n"]), f"{r['defence_time_s_mean']:.3f} ± "
                       f"{r['defence_time_s_std']:.3f}", f"{r['train_time_s_mean']:.2f}"] for r in times])
     if kc_figures:
@@ -195,7 +201,7 @@ def _other_sections(records: list[dict[str, Any]], times: list[dict[str, Any]], 
         groups = _groups([r for r in records if r["status"] == status], fields)
         if groups:
             rows = [[*map(_text, key), str(len(group))] for key, group in groups.items()]
-            lines += [f"## {title}", "", *_table([*fields, "cells"], rows)]
+            lines += [f"## {title}", "", *markdown_table([*fields, "cells"], rows)]
     return lines
 
 
